@@ -1,0 +1,42 @@
+"""The Flask application factory: reads like a table of contents of the app's subsystems."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+    )
+    from app.config import load_config
+
+    app.config.from_mapping(load_config(Path(app.instance_path)))
+    if test_config:
+        app.config.from_mapping(test_config)
+
+    from app import cli, db, keys, problems, security
+    from app.views import api, customer, public
+
+    db.init_app(app)
+    keys.init_app(app)
+    security.init_app(app)
+    problems.init_app(app)
+    cli.init_app(app)
+
+    app.register_blueprint(public.bp)
+    app.register_blueprint(customer.bp)
+    app.register_blueprint(api.bp)
+    if app.config["BENCH_REFERENCE_ENDPOINT"]:
+        from app.views import bench_reference
+
+        app.register_blueprint(bench_reference.bp)
+    return app

@@ -1,0 +1,210 @@
+"""Operator commands: `flask --app wsgi <group> <command>`, each with --help.
+
+Each command opens the app's session, calls one domain function, commits, and prints what a script needs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
+
+from app.db import get_session
+from app.domain.cards import card_code, check_ledger, find_card_by_serial, reissue_card, revoke_card
+from app.domain.errors import DomainError
+from app.domain.money import supported_currencies
+from app.domain.programs import (
+    STAFF_ROLES,
+    create_api_key,
+    create_location,
+    create_program,
+    create_staff,
+    get_location,
+    get_program,
+    revoke_api_key,
+)
+from app.domain.signing import remove_signing_key, rotate_signing_key
+from app.keys import get_keys
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def domain_command(func: F) -> F:
+    """Turn a domain refusal into a one-line error and exit status 1 instead of a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DomainError as error:
+            get_session().rollback()
+            raise click.ClickException(error.detail) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+db_cli = AppGroup("db", help="Database schema.")
+programs_cli = AppGroup("programs", help="Loyalty programs.")
+locations_cli = AppGroup("locations", help="Stores and till groups.")
+staff_cli = AppGroup("staff", help="Cashiers and managers.")
+api_keys_cli = AppGroup("api-keys", help="API keys for tills and point-of-sale software.")
+keys_cli = AppGroup("keys", help="Card-signing keys.")
+cards_cli = AppGroup("cards", help="Members' cards.")
+ledger_cli = AppGroup("ledger", help="The points ledger.")
+
+
+@db_cli.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Migrate to this revision.")
+@with_appcontext
+def db_upgrade(revision: str) -> None:
+    """Apply the schema migrations."""
+    from app.migrate import upgrade
+
+    upgrade(current_app.config["DATABASE_URL"], revision)
+    click.echo(f"Database at {revision}.", err=True)
+
+
+@programs_cli.command("create")
+@click.option("--name", required=True, help="The brand customers see, e.g. \"Corner Coffee\".")
+@click.option("--currency", required=True, type=click.Choice(supported_currencies(), case_sensitive=False),
+              help="ISO 4217 currency of all amounts.")
+@click.option("--slug", help="URL name; made from the name when left out. Never changes.")
+@with_appcontext
+@domain_command
+def programs_create(name: str, currency: str, slug: str | None) -> None:
+    """Create a program with its first signing key; prints its slug."""
+    session = get_session()
+    program = create_program(session, get_keys(), name=name, currency=currency, slug=slug)
+    session.commit()
+    click.echo(program.slug)
+
+
+@locations_cli.command("create")
+@click.option("--program", "program_slug", required=True, help="The program's slug.")
+@click.option("--name", required=True, help="The location's name, e.g. \"High Street\".")
+@with_appcontext
+@domain_command
+def locations_create(program_slug: str, name: str) -> None:
+    """Create a location; prints its id."""
+    session = get_session()
+    location = create_location(session, get_program(session, program_slug), name)
+    session.commit()
+    click.echo(location.id)
+
+
+@staff_cli.command("create")
+@click.option("--program", "program_slug", required=True, help="The program's slug.")
+@click.option("--email", required=True, help="The sign-in email.")
+@click.option("--role", required=True, type=click.Choice(STAFF_ROLES), help="What they may do.")
+@with_appcontext
+@domain_command
+def staff_create(program_slug: str, email: str, role: str) -> None:
+    """Create a cashier or manager; the password is read from standard input (at least 10 characters)."""
+    password = sys.stdin.readline().rstrip("\r\n")
+    session = get_session()
+    staff = create_staff(session, get_program(session, program_slug), email=email, role=role, password=password)
+    session.commit()
+    click.echo(staff.id)
+
+
+@api_keys_cli.command("create")
+@click.option("--program", "program_slug", required=True, help="The program's slug.")
+@click.option("--location", required=True, help="The location's name or id.")
+@click.option("--label", default="", help="A note for who holds the key, e.g. \"till 2\".")
+@with_appcontext
+@domain_command
+def api_keys_create(program_slug: str, location: str, label: str) -> None:
+    """Create an API key; prints the key alone on stdout, once. Only its hash is stored."""
+    session = get_session()
+    program = get_program(session, program_slug)
+    api_key, secret = create_api_key(session, get_location(session, program, location), label)
+    session.commit()
+    click.echo(f"Key id {api_key.key_id}; store the key now, it is not shown again.", err=True)
+    click.echo(secret)
+
+
+@api_keys_cli.command("revoke")
+@click.argument("key_id")
+@with_appcontext
+@domain_command
+def api_keys_revoke(key_id: str) -> None:
+    """Revoke an API key by its id (the part after lk_)."""
+    session = get_session()
+    revoke_api_key(session, key_id)
+    session.commit()
+    click.echo(f"Revoked API key {key_id}.")
+
+
+@keys_cli.command("rotate")
+@click.option("--program", "program_slug", required=True, help="The program's slug.")
+@with_appcontext
+@domain_command
+def keys_rotate(program_slug: str) -> None:
+    """Make a new active signing key; older keys keep verifying until removed. Prints the new key id."""
+    session = get_session()
+    key = rotate_signing_key(session, get_program(session, program_slug), get_keys())
+    session.commit()
+    click.echo(key.kid)
+
+
+@keys_cli.command("remove")
+@click.argument("kid")
+@with_appcontext
+@domain_command
+def keys_remove(kid: str) -> None:
+    """Remove a retired key: cards whose codes it signed must show their card page for a fresh code."""
+    session = get_session()
+    remove_signing_key(session, kid)
+    session.commit()
+    click.echo(f"Removed key {kid}.")
+
+
+@cards_cli.command("revoke")
+@click.argument("serial")
+@with_appcontext
+@domain_command
+def cards_revoke(serial: str) -> None:
+    """Revoke a lost card: its codes are refused with the reason "revoked"."""
+    session = get_session()
+    card = revoke_card(session, find_card_by_serial(session, serial))
+    session.commit()
+    click.echo(f"Revoked card {card.serial}. `cards reissue {card.serial}` gives the member a new code.")
+
+
+@cards_cli.command("reissue")
+@click.argument("serial")
+@with_appcontext
+@domain_command
+def cards_reissue(serial: str) -> None:
+    """Give a card a new code on the same account and balance; prints the new code and card link."""
+    session = get_session()
+    card = reissue_card(session, find_card_by_serial(session, serial))
+    code = card_code(session, card, get_keys())
+    session.commit()
+    click.echo(code)
+    click.echo(f"New card page: /c/{card.page_token} (the old link no longer works)", err=True)
+
+
+@ledger_cli.command("check")
+@with_appcontext
+def ledger_check() -> None:
+    """Recompute every balance from the ledger; exits 1 on any mismatch."""
+    checked, mismatches = check_ledger(get_session())
+    for m in mismatches:
+        click.echo(f"MISMATCH card {m.serial}: balance {m.balance}, ledger sum {m.ledger_sum}")
+    click.echo(f"Checked {checked} cards: {len(mismatches)} mismatches.")
+    if mismatches:
+        sys.exit(1)
+
+
+def init_app(app: Flask) -> None:
+    from app.demo import demo_command
+
+    for group in (db_cli, programs_cli, locations_cli, staff_cli, api_keys_cli, keys_cli, cards_cli, ledger_cli):
+        app.cli.add_command(group)
+    app.cli.add_command(demo_command)

@@ -1,0 +1,114 @@
+"""Cards: issuing their signed codes, checking a scanned code, revoking and reissuing, and the ledger audit."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.domain.card_code import MAX_GENERATION, parse_card_code, sign_card_code, verify_signature
+from app.domain.errors import CardRevoked, Conflict, InvalidCardCode, NotFound, WrongProgram
+from app.domain.signing import KeyStore, active_signing_key, public_key_of
+from app.models import Card, LedgerEntry, Program, SigningKey
+
+
+def new_page_token() -> str:
+    """The secret in a card page's link: 128 random bits, URL-safe."""
+    return secrets.token_urlsafe(16)
+
+
+def card_code(session: Session, card: Card, keys: KeyStore) -> str:
+    """The card's current code, always signed with its program's active key."""
+    signing_key = active_signing_key(session, card.program_id)
+    return sign_card_code(
+        keys.load(signing_key.kid), signing_key.kid, card.program.slug, card.serial, card.generation
+    )
+
+
+def verify_card_code(session: Session, program: Program, code: object) -> Card:
+    """The card a scanned code belongs to, or the reason it is refused at this program's tills."""
+    parsed = parse_card_code(code)
+    signing_key = session.scalar(select(SigningKey).where(SigningKey.kid == parsed.kid))
+    if signing_key is None:
+        raise InvalidCardCode("This card code was signed by a key we do not know.")
+    signer = session.get(Program, signing_key.program_id)
+    assert signer is not None
+    verify_signature(parsed, signer.slug, public_key_of(signing_key))
+    if signer.id != program.id:
+        raise WrongProgram(f"This is a card of {signer.name}, not of {program.name}.")
+    card = session.scalar(select(Card).where(Card.serial == parsed.serial, Card.program_id == program.id))
+    if card is None:
+        raise InvalidCardCode("This card is not on file.")
+    if card.status == "revoked":
+        raise CardRevoked("This card has been revoked; ask the member for their new card.")
+    if parsed.generation != card.generation:
+        raise CardRevoked("This card was replaced by a newer one; ask the member to show their new card.")
+    return card
+
+
+def display_name(name: str) -> str:
+    """The name a till may show: first name and initial of the last ("Amina K.")."""
+    parts = name.split()
+    if not parts:
+        return ""
+    if len(parts) == 1:
+        return parts[0]
+    return f"{parts[0]} {parts[-1][0].upper()}."
+
+
+def get_card(session: Session, program: Program, serial: str) -> Card:
+    card = session.scalar(select(Card).where(Card.serial == serial, Card.program_id == program.id))
+    if card is None:
+        raise NotFound(f"No card {serial!r} in this program.")
+    return card
+
+
+def find_card_by_serial(session: Session, serial: str) -> Card:
+    card = session.scalar(select(Card).where(Card.serial == serial.strip().upper()))
+    if card is None:
+        raise NotFound(f"No card with serial {serial!r}.")
+    return card
+
+
+def revoke_card(session: Session, card: Card) -> Card:
+    """A lost or stolen card: every code it ever had is refused with the reason "revoked"."""
+    if card.status == "revoked":
+        raise Conflict(f"Card {card.serial} is already revoked.")
+    card.status = "revoked"
+    session.flush()
+    return card
+
+
+def reissue_card(session: Session, card: Card) -> Card:
+    """A replacement on the same account and balance: old codes are refused, the card page link changes."""
+    if card.generation >= MAX_GENERATION:
+        raise Conflict(f"Card {card.serial} has been reissued too often; enroll the member on a new card.")
+    card.generation += 1
+    card.status = "active"
+    card.page_token = new_page_token()
+    session.flush()
+    return card
+
+
+@dataclass(frozen=True)
+class LedgerMismatch:
+    serial: str
+    balance: int
+    ledger_sum: int
+
+
+def check_ledger(session: Session) -> tuple[int, list[LedgerMismatch]]:
+    """Recompute every balance from the ledger; return how many cards were checked and which disagree."""
+    sums = (
+        select(LedgerEntry.card_id, func.coalesce(func.sum(LedgerEntry.points), 0).label("total"))
+        .group_by(LedgerEntry.card_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Card.serial, Card.points, func.coalesce(sums.c.total, 0)).outerjoin(sums, sums.c.card_id == Card.id)
+    ).all()
+    mismatches = [LedgerMismatch(s, p, int(t)) for s, p, t in rows if int(t) != p]
+    return len(rows), mismatches
+

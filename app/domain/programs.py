@@ -1,0 +1,161 @@
+"""Setting a program up: the program itself, its locations, staff and the API keys of its tills."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from app.domain.errors import Conflict, NotFound, Unauthorized, ValidationError
+from app.domain.money import currency_exponent
+from app.domain.rules import rules_from_json
+from app.domain.signing import KeyStore, create_signing_key
+from app.models import ApiKey, Location, Program, Staff, utcnow
+
+STAFF_ROLES = ("cashier", "manager")
+API_KEY_PREFIX = "lk"
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60].strip("-")
+    return slug or "program"
+
+
+def create_program(
+    session: Session,
+    keys: KeyStore,
+    *,
+    name: str,
+    currency: str,
+    slug: str | None = None,
+    rules: Mapping[str, Any] | None = None,
+) -> Program:
+    """A new program with its first signing key. The slug is unique and never changes."""
+    name = name.strip()
+    if not name:
+        raise ValidationError("A program needs a name.", field="name")
+    currency = currency.strip().upper()
+    currency_exponent(currency)
+    rules_json = rules_from_json(rules or {}).to_json()
+    if slug is None:
+        base = slugify(name)
+        slug, n = base, 2
+        while session.scalar(select(Program.id).where(Program.slug == slug)) is not None:
+            slug, n = f"{base}-{n}", n + 1
+    elif not _SLUG.match(slug):
+        raise ValidationError("A slug is lower-case letters, digits and dashes.", field="slug")
+    elif session.scalar(select(Program.id).where(Program.slug == slug)) is not None:
+        raise Conflict(f"A program with slug {slug!r} already exists.")
+    program = Program(name=name, slug=slug, currency=currency, rules=rules_json)
+    session.add(program)
+    session.flush()
+    create_signing_key(session, program, keys)
+    return program
+
+
+def get_program(session: Session, slug: str) -> Program:
+    program = session.scalar(select(Program).where(Program.slug == slug))
+    if program is None:
+        raise NotFound(f"No program {slug!r}.")
+    return program
+
+
+def create_location(session: Session, program: Program, name: str) -> Location:
+    name = name.strip()
+    if not name:
+        raise ValidationError("A location needs a name.", field="name")
+    if session.scalar(select(Location.id).where(Location.program_id == program.id, Location.name == name)):
+        raise Conflict(f"{program.slug} already has a location named {name!r}.")
+    location = Location(program_id=program.id, name=name)
+    session.add(location)
+    session.flush()
+    return location
+
+
+def get_location(session: Session, program: Program, name_or_id: str) -> Location:
+    query = select(Location).where(Location.program_id == program.id)
+    if name_or_id.isdigit():
+        location = session.scalar(query.where(Location.id == int(name_or_id)))
+    else:
+        location = session.scalar(query.where(Location.name == name_or_id))
+    if location is None:
+        raise NotFound(f"{program.slug} has no location {name_or_id!r}.")
+    return location
+
+
+def create_staff(session: Session, program: Program, *, email: str, role: str, password: str) -> Staff:
+    """A cashier or manager; the password is stored as a scrypt hash (memory-hard)."""
+    email = email.strip().lower()
+    if not _EMAIL.match(email):
+        raise ValidationError(f"{email!r} is not an email address.", field="email")
+    if role not in STAFF_ROLES:
+        raise ValidationError(f"role must be one of {', '.join(STAFF_ROLES)}.", field="role")
+    if len(password) < 10:
+        raise ValidationError("A password needs at least 10 characters.", field="password")
+    if session.scalar(select(Staff.id).where(Staff.email == email)) is not None:
+        raise Conflict(f"{email} is already a member of staff.")
+    staff = Staff(program_id=program.id, email=email, role=role, password_hash=generate_password_hash(password))
+    session.add(staff)
+    session.flush()
+    return staff
+
+
+def check_staff_password(staff: Staff, password: str) -> bool:
+    return staff.active and check_password_hash(staff.password_hash, password)
+
+
+def create_api_key(session: Session, location: Location, label: str = "") -> tuple[ApiKey, str]:
+    """A till's API key for one program and location. The full key is returned once and never stored."""
+    key_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    api_key = ApiKey(
+        key_id=key_id,
+        secret_hash=_hash_secret(secret),
+        program_id=location.program_id,
+        location_id=location.id,
+        label=label,
+    )
+    session.add(api_key)
+    session.flush()
+    return api_key, f"{API_KEY_PREFIX}_{key_id}_{secret}"
+
+
+def revoke_api_key(session: Session, key_id: str) -> ApiKey:
+    api_key = session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+    if api_key is None:
+        raise NotFound(f"No API key {key_id!r}.")
+    if api_key.revoked_at is not None:
+        raise Conflict(f"API key {key_id} is already revoked.")
+    api_key.revoked_at = utcnow()
+    session.flush()
+    return api_key
+
+
+def authenticate_api_key(session: Session, presented: str | None) -> ApiKey:
+    """The API key a till presented, or Unauthorized. Compared in constant time on its hash."""
+    if not presented:
+        raise Unauthorized("Send your API key as `Authorization: Bearer <key>`.")
+    prefix, _, rest = presented.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if prefix != API_KEY_PREFIX or not key_id or not secret:
+        raise Unauthorized("That is not an API key of ours; keys look like lk_<id>_<secret>.")
+    api_key = session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+    if api_key is None or not hmac.compare_digest(api_key.secret_hash, _hash_secret(secret)):
+        raise Unauthorized("Unknown API key.")
+    if api_key.revoked_at is not None:
+        raise Unauthorized("This API key has been revoked; ask a manager for a new one.")
+    return api_key
+
+
+def _hash_secret(secret: str) -> str:
+    # The secret has 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(secret.encode()).hexdigest()

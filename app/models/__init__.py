@@ -1,0 +1,22 @@
+"""SQLAlchemy 2 typed models, one module per idea."""
+
+from app.models.base import Base, utcnow
+from app.models.card import LEDGER_KINDS, Card, LedgerEntry
+from app.models.people import ApiKey, Customer, Staff
+from app.models.program import Location, Program, SigningKey
+from app.models.purchase import Purchase
+
+__all__ = [
+    "LEDGER_KINDS",
+    "ApiKey",
+    "Base",
+    "Card",
+    "Customer",
+    "LedgerEntry",
+    "Location",
+    "Program",
+    "Purchase",
+    "SigningKey",
+    "Staff",
+    "utcnow",
+]

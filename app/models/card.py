@@ -1,0 +1,64 @@
+"""A member's card (the account: balance, spend, tier) and its append-only ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import BigInteger, CheckConstraint, Enum, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.models.base import Base, BigIntId, intpk, minor_units, timestamp, utcnow
+from app.models.people import ApiKey, Customer, Staff
+from app.models.program import Program
+
+
+class Card(Base):
+    __tablename__ = "cards"
+    __table_args__ = (CheckConstraint("points >= 0", name="points_not_negative"),)
+
+    id: Mapped[intpk]
+    program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), index=True)
+    customer_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("customers.id"), unique=True)
+    # 80 random bits, base32; never sequential. The signed card code carries it.
+    serial: Mapped[str] = mapped_column(String(16), unique=True)
+    # Bumped by a reissue, so every code signed for an earlier generation is refused.
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(
+        Enum("active", "revoked", name="card_status", native_enum=False, create_constraint=True),
+        default="active",
+    )
+    points: Mapped[int] = mapped_column(BigInteger, default=0)
+    lifetime_spend: Mapped[minor_units] = mapped_column(default=0)
+    tier: Mapped[str | None] = mapped_column(String(64))
+    # The secret in the card page's link (128 random bits): not the serial, not the code.
+    page_token: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[timestamp]
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    program: Mapped[Program] = relationship()
+    customer: Mapped[Customer] = relationship()
+
+
+LEDGER_KINDS = ("earn", "bonus", "redeem", "void", "adjust")
+
+
+class LedgerEntry(Base):
+    """One change of a card's points. Rows are only ever added; a void adds its reversal."""
+
+    __tablename__ = "ledger_entries"
+
+    id: Mapped[intpk]
+    card_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("cards.id"), index=True)
+    kind: Mapped[str] = mapped_column(
+        Enum(*LEDGER_KINDS, name="ledger_kind", native_enum=False, create_constraint=True)
+    )
+    points: Mapped[int] = mapped_column(BigInteger)
+    purchase_id: Mapped[int | None] = mapped_column(BigIntId, ForeignKey("purchases.id"), index=True)
+    staff_id: Mapped[int | None] = mapped_column(BigIntId, ForeignKey("staff.id"))
+    api_key_id: Mapped[int | None] = mapped_column(BigIntId, ForeignKey("api_keys.id"))
+    note: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[timestamp]
+
+    card: Mapped[Card] = relationship()
+    staff: Mapped[Staff | None] = relationship()
+    api_key: Mapped[ApiKey | None] = relationship()

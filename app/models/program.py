@@ -1,0 +1,56 @@
+"""A merchant's program, its locations, and the keys that sign its cards."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Enum, ForeignKey, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.models.base import Base, BigIntId, intpk, short_text, timestamp
+
+
+class Program(Base):
+    __tablename__ = "programs"
+
+    id: Mapped[intpk]
+    # The slug is part of every card signature, so it never changes once cards exist.
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[short_text]
+    currency: Mapped[str] = mapped_column(String(3))
+    rules: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[timestamp]
+
+    locations: Mapped[list[Location]] = relationship(back_populates="program", order_by="Location.id")
+
+
+class Location(Base):
+    __tablename__ = "locations"
+    __table_args__ = (UniqueConstraint("program_id", "name"),)
+
+    id: Mapped[intpk]
+    program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), index=True)
+    name: Mapped[short_text]
+    created_at: Mapped[timestamp]
+
+    program: Mapped[Program] = relationship(back_populates="locations")
+
+
+class SigningKey(Base):
+    """The public half of an Ed25519 card-signing key; the private half stays in the instance folder."""
+
+    __tablename__ = "signing_keys"
+
+    id: Mapped[intpk]
+    program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), index=True)
+    kid: Mapped[str] = mapped_column(String(16), unique=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    status: Mapped[str] = mapped_column(
+        Enum("active", "retired", name="signing_key_status", native_enum=False, create_constraint=True),
+        default="active",
+    )
+    created_at: Mapped[timestamp]
+    retired_at: Mapped[dt.datetime | None]
+
+    program: Mapped[Program] = relationship()

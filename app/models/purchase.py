@@ -1,0 +1,45 @@
+"""A committed purchase: the quote that was accepted, as it was accepted."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.models.base import Base, BigIntId, intpk, minor_units, timestamp
+from app.models.card import Card
+
+
+class Purchase(Base):
+    __tablename__ = "purchases"
+    # A retried or doubled request carries the same key and so can land only once per program.
+    __table_args__ = (UniqueConstraint("program_id", "idempotency_key"),)
+
+    id: Mapped[intpk]
+    program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"))
+    card_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("cards.id"), index=True)
+    location_id: Mapped[int | None] = mapped_column(BigIntId, ForeignKey("locations.id"))
+    staff_id: Mapped[int | None] = mapped_column(BigIntId, ForeignKey("staff.id"))
+    api_key_id: Mapped[int | None] = mapped_column(BigIntId, ForeignKey("api_keys.id"))
+    amount: Mapped[minor_units]
+    discount: Mapped[minor_units]
+    amount_due: Mapped[minor_units]
+    points_earned: Mapped[int]
+    points_redeemed: Mapped[int]
+    lines: Mapped[list[dict[str, Any]]]
+    # The balance and tier right after this purchase, so a replayed request gets the first answer verbatim.
+    points_after: Mapped[int]
+    tier_after: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(
+        Enum("committed", "voided", name="purchase_status", native_enum=False, create_constraint=True),
+        default="committed",
+    )
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    # SHA-256 of the canonical request, so the same key with a different body is recognised and refused.
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[timestamp]
+    voided_at: Mapped[dt.datetime | None]
+
+    card: Mapped[Card] = relationship()

@@ -1,0 +1,1 @@
+"""One blueprint per audience: public, customer pages, the JSON API (cashier and manager pages follow)."""

@@ -1,0 +1,125 @@
+"""The customer's pages: the enrollment form and the card page behind its secret link."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app.db import get_session
+from app.domain.cards import card_code, display_name
+from app.domain.enrollment import (
+    CONSENT_WORDING,
+    EnrollmentRequest,
+    enroll_customer,
+    find_enrolled,
+    parse_enrollment,
+)
+from app.domain.errors import AlreadyEnrolled, ValidationError
+from app.domain.money import format_amount
+from app.domain.programs import get_program
+from app.keys import get_keys
+from app.models import Card
+from app.qr import qr_png, qr_svg
+
+bp = Blueprint("customer", __name__)
+
+
+@bp.route("/join/<slug>", methods=["GET", "POST"])
+def join(slug: str):  # type: ignore[no-untyped-def]
+    """The enrollment form a customer fills in on their phone; on success, off to their new card."""
+    session = get_session()
+    program = get_program(session, slug)
+    consent_text = CONSENT_WORDING.format(program=program.name)
+    if request.method == "GET":
+        return render_template("join.html", program=program, consent_text=consent_text, form={}, error=None)
+    form = {
+        "name": request.form.get("name", ""),
+        "email": request.form.get("email", ""),
+        "phone": request.form.get("phone", ""),
+        "marketing_consent": request.form.get("marketing_consent") == "yes",
+    }
+    try:
+        enrollment = parse_enrollment(form)
+        card = _enroll(enrollment, program)
+    except AlreadyEnrolled as error:
+        return render_template("join.html", program=program, consent_text=consent_text, form=form,
+                               error=error, already_enrolled=True), 409
+    except ValidationError as error:
+        return render_template("join.html", program=program, consent_text=consent_text, form=form,
+                               error=error), 422
+    return redirect(url_for("customer.card_page", token=card.page_token, welcome=1), code=303)
+
+
+def _enroll(enrollment: EnrollmentRequest, program):  # type: ignore[no-untyped-def]
+    session = get_session()
+    try:
+        card = enroll_customer(session, program, enrollment, channel="web")
+        session.commit()
+    except IntegrityError:
+        # Two submissions of the same form raced; the loser is told the card exists.
+        session.rollback()
+        if find_enrolled(session, program, enrollment) is not None:
+            raise AlreadyEnrolled(f"This email address or phone number already has a card with {program.name}.")
+        raise
+    return card
+
+
+@bp.post("/join/<slug>/resend")
+def resend_link(slug: str) -> str:
+    """Send an enrolled customer their card link again, to the email on file."""
+    session = get_session()
+    program = get_program(session, slug)
+    from app.mail import send_card_link
+
+    try:
+        enrollment = parse_enrollment({"name": "x", "email": request.form.get("email") or None,
+                                       "phone": request.form.get("phone") or None})
+    except ValidationError as error:
+        abort(422, error.detail)
+    customer = find_enrolled(session, program, enrollment)
+    if customer is not None and customer.email:
+        card = session.scalar(select(Card).where(Card.customer_id == customer.id))
+        assert card is not None
+        send_card_link(customer.email, customer.name, program.name,
+                       url_for("customer.card_page", token=card.page_token, _external=True))
+    return render_template("resent.html", program=program)
+
+
+def _card_by_token(token: str) -> Card:
+    card = get_session().scalar(select(Card).where(Card.page_token == token))
+    if card is None:
+        abort(404, "This card link is not valid any more. If your card was replaced, use the new link.")
+    return card
+
+
+@bp.get("/c/<token>")
+def card_page(token: str) -> Response:
+    """The member's card: the QR to show at the till, balance and tier. Reached only by its secret link."""
+    session = get_session()
+    card = _card_by_token(token)
+    code = card_code(session, card, get_keys())
+    html = render_template(
+        "card.html",
+        card=card,
+        program=card.program,
+        holder=display_name(card.customer.name),
+        qr_svg=qr_svg(code),
+        lifetime_spend=format_amount(card.lifetime_spend, card.program.currency),
+        welcome=request.args.get("welcome") == "1",
+    )
+    response = Response(html)
+    # The page holds a bearer credential: keep it out of shared caches and history.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/c/<token>/qr.png")
+def card_qr_png(token: str) -> Response:
+    """The card's QR as a PNG to save or print."""
+    card = _card_by_token(token)
+    png = qr_png(card_code(get_session(), card, get_keys()))
+    return Response(png, mimetype="image/png", headers={
+        "Cache-Control": "no-store",
+        "Content-Disposition": f'attachment; filename="{card.program.slug}-card.png"',
+    })
