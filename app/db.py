@@ -46,6 +46,8 @@ class Database:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         self.sessionmaker = sessionmaker(bind=self.engine, expire_on_commit=False)
+        # Tests pin one session (joined to a transaction they roll back) for every request to share.
+        self.pinned_session: Session | None = None
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -64,12 +66,17 @@ def get_db() -> Database:
 def get_session() -> Session:
     """The session of the current request or CLI command, opened on first use."""
     if "db_session" not in g:
-        g.db_session = get_db().sessionmaker()
+        db = get_db()
+        g.db_session = db.pinned_session or db.sessionmaker()
     session: Session = g.db_session
     return session
 
 
 def _close_session(_exc: BaseException | None) -> None:
     session: Session | None = g.pop("db_session", None)
-    if session is not None:
+    if session is None:
+        return
+    if session is get_db().pinned_session:
+        session.rollback()  # what the request left uncommitted, as closing would; the session lives on
+    else:
         session.close()

@@ -72,20 +72,23 @@ def app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture()
 def db_session(app: Flask) -> Iterator[Session]:
-    """A session joined to an outer transaction that is rolled back after the test, whatever it committed."""
+    """A session joined to an outer transaction that is rolled back after the test, whatever it committed.
+
+    Requests made during the test share this session, so their commits only release savepoints.
+    """
     database: Database = app.extensions["db"]
     connection = database.engine.connect()
     outer = connection.begin()
-    database.sessionmaker.configure(bind=connection, join_transaction_mode="create_savepoint")
-    session = database.sessionmaker()
+    session = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    database.pinned_session = session
     try:
         with app.app_context():
             yield session
     finally:
+        database.pinned_session = None
         session.close()
         outer.rollback()
         connection.close()
-        database.sessionmaker.configure(bind=database.engine, join_transaction_mode="conservative_savepoint")
 
 
 @pytest.fixture()

@@ -20,7 +20,8 @@ _EXPONENTS: dict[str, int] = {
 # Larger amounts are a typo or an attack, not a basket: refuse them rather than overflow a column.
 MAX_AMOUNT_MINOR = 10**9
 
-_DECIMAL = re.compile(r"^(?P<units>\d{1,12})(?:\.(?P<fraction>\d+))?$")
+# [0-9] rather than \d, which would accept digits of every script ("١٢").
+_DECIMAL = re.compile(r"^(?P<units>[0-9]{1,12})(?:\.(?P<fraction>[0-9]+))?$")
 
 
 def supported_currencies() -> list[str]:
@@ -42,7 +43,7 @@ def parse_amount(value: object, currency: str, field: str = "amount") -> int:
         raise ValidationError(
             f"{field} must be a decimal string such as \"12.50\", not {type(value).__name__}.", field=field
         )
-    match = _DECIMAL.match(value.strip())
+    match = _DECIMAL.match(value)
     if match is None:
         raise ValidationError(f"{field} {value!r} is not a positive decimal such as \"12.50\".", field=field)
     exponent = currency_exponent(currency)

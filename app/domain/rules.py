@@ -187,7 +187,8 @@ def price_purchase(
 
 
 def _percent_text(basis_points: int) -> str:
-    return f"{Decimal(basis_points) / 100:f}".rstrip("0").rstrip(".") + "%"
+    whole, hundredths = divmod(basis_points, 100)
+    return f"{whole}%" if not hundredths else f"{whole}.{hundredths:02d}".rstrip("0") + "%"
 
 
 def _text(value: object, name: str) -> str:

@@ -1,0 +1,11 @@
+"""The purchase benchmark: committed purchases under gunicorn against a bare reference endpoint.
+
+`make bench` (that is, `python -m bench`) runs it on a fresh SQLite file and on a throwaway, durable
+PostgreSQL 15, and prints purchases/s, p50 and p99 next to the reference's. docs/performance.md says what is
+measured and records the latest figures.
+
+    seed.py     a fresh, migrated database with one program, an API key and 1,000 enrolled cards
+    server.py   gunicorn serving wsgi:app on 127.0.0.1, stopped whatever happens
+    load.py     the load generator: keep-alive HTTP/1.1 clients in their own processes
+    report.py   percentiles, the results table and the targets
+"""
