@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
 from typing import Any
 
 import pytest
@@ -151,3 +155,33 @@ def enroll(client: FlaskClient) -> Callable[..., dict[str, Any]]:
         assert response.status_code == 201, response.json
         return response.json  # type: ignore[no-any-return]
     return do_enroll
+
+
+class _Inbox:
+    """An aiosmtpd handler that keeps every message it is sent."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+        self.messages.append(message_from_bytes(envelope.content, policy=default_policy))  # type: ignore[arg-type]
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture()
+def smtp_inbox(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[_Inbox]:
+    """A real SMTP server on 127.0.0.1 that the app is pointed at; `.messages` holds what it received."""
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    inbox = _Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    monkeypatch.setitem(app.config, "MAIL_SERVER", "127.0.0.1")
+    monkeypatch.setitem(app.config, "MAIL_PORT", port)
+    try:
+        yield inbox
+    finally:
+        controller.stop()

@@ -2,11 +2,12 @@
 
 Layout (docs/card-code.md is the reference for other implementers):
 
-    payload   = version (1 byte, 0x01) || kid (3 bytes) || serial (10 bytes) || generation (2 bytes, big-endian)
+    payload   = version (1 byte, 0x01) || kid (2 bytes) || serial (8 bytes)
     signed    = b"loyalty-card-code/v1" || 0x00 || program slug (UTF-8) || 0x00 || payload
     code      = BASE32(payload || Ed25519 signature over `signed` (64 bytes)), upper case, no padding
 
-80 bytes make exactly 128 base32 characters, with no spare bits to tamper with, all in the QR alphanumeric set.
+75 bytes make exactly 120 base32 characters, with no spare bits to tamper with, all in the QR alphanumeric
+set: QR version 5 at error correction M holds at most 122 alphanumeric characters.
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ from app.domain.errors import InvalidCardCode
 
 VERSION = 1
 CONTEXT = b"loyalty-card-code/v1"
-KID_BYTES = 3
-SERIAL_BYTES = 10
-PAYLOAD_BYTES = 1 + KID_BYTES + SERIAL_BYTES + 2
+KID_BYTES = 2
+SERIAL_BYTES = 8
+PAYLOAD_BYTES = 1 + KID_BYTES + SERIAL_BYTES
 SIGNATURE_BYTES = 64
-CODE_LENGTH = (PAYLOAD_BYTES + SIGNATURE_BYTES) * 8 // 5  # 128
-MAX_GENERATION = 0xFFFF
+CODE_LENGTH = (PAYLOAD_BYTES + SIGNATURE_BYTES) * 8 // 5  # 120
 _BASE32_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 
 
@@ -38,13 +38,12 @@ class ParsedCode:
 
     kid: str
     serial: str
-    generation: int
     payload: bytes
     signature: bytes
 
 
 def new_serial() -> str:
-    """80 random bits as 16 base32 characters: unguessable, never sequential."""
+    """64 random bits as 13 base32 characters: unguessable, never sequential."""
     return _b32(secrets.token_bytes(SERIAL_BYTES))
 
 
@@ -57,14 +56,8 @@ def signed_message(program_slug: str, payload: bytes) -> bytes:
     return CONTEXT + b"\x00" + program_slug.encode("utf-8") + b"\x00" + payload
 
 
-def sign_card_code(
-    private_key: Ed25519PrivateKey, kid: str, program_slug: str, serial: str, generation: int
-) -> str:
-    if not 1 <= generation <= MAX_GENERATION:
-        raise ValueError(f"generation {generation} is outside 1..{MAX_GENERATION}")
-    payload = (
-        bytes([VERSION]) + bytes.fromhex(kid) + base64.b32decode(serial) + generation.to_bytes(2, "big")
-    )
+def sign_card_code(private_key: Ed25519PrivateKey, kid: str, program_slug: str, serial: str) -> str:
+    payload = bytes([VERSION]) + bytes.fromhex(kid) + _b32decode(serial)
     if len(payload) != PAYLOAD_BYTES:
         raise ValueError("kid or serial has the wrong length")
     signature = private_key.sign(signed_message(program_slug, payload))
@@ -91,8 +84,7 @@ def parse_card_code(code: object) -> ParsedCode:
         raise InvalidCardCode(f"Card code version {payload[0]} is not supported.")
     return ParsedCode(
         kid=payload[1 : 1 + KID_BYTES].hex(),
-        serial=_b32(payload[1 + KID_BYTES : 1 + KID_BYTES + SERIAL_BYTES]),
-        generation=int.from_bytes(payload[-2:], "big"),
+        serial=_b32(payload[1 + KID_BYTES :]),
         payload=payload,
         signature=signature,
     )
@@ -107,3 +99,7 @@ def verify_signature(parsed: ParsedCode, program_slug: str, public_key: Ed25519P
 
 def _b32(data: bytes) -> str:
     return base64.b32encode(data).decode("ascii").rstrip("=")
+
+
+def _b32decode(text: str) -> bytes:
+    return base64.b32decode(text + "=" * (-len(text) % 8))

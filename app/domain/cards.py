@@ -8,10 +8,19 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.domain.card_code import MAX_GENERATION, parse_card_code, sign_card_code, verify_signature
+from app.domain.card_code import new_serial, parse_card_code, sign_card_code, verify_signature
 from app.domain.errors import CardRevoked, Conflict, InvalidCardCode, NotFound, WrongProgram
 from app.domain.signing import KeyStore, active_signing_key, public_key_of
-from app.models import Card, LedgerEntry, Program, SigningKey
+from app.models import Card, LedgerEntry, Program, RetiredSerial, SigningKey
+
+
+def unused_serial(session: Session) -> str:
+    """A fresh random serial; a collision of 64 random bits is all but impossible, but it costs one query."""
+    while True:
+        serial = new_serial()
+        taken = session.scalar(select(Card.id).where(Card.serial == serial)) or session.get(RetiredSerial, serial)
+        if not taken:
+            return serial
 
 
 def new_page_token() -> str:
@@ -22,9 +31,7 @@ def new_page_token() -> str:
 def card_code(session: Session, card: Card, keys: KeyStore) -> str:
     """The card's current code, always signed with its program's active key."""
     signing_key = active_signing_key(session, card.program_id)
-    return sign_card_code(
-        keys.load(signing_key.kid), signing_key.kid, card.program.slug, card.serial, card.generation
-    )
+    return sign_card_code(keys.load(signing_key.kid), signing_key.kid, card.program.slug, card.serial)
 
 
 def verify_card_code(session: Session, program: Program, code: object) -> Card:
@@ -40,11 +47,11 @@ def verify_card_code(session: Session, program: Program, code: object) -> Card:
         raise WrongProgram(f"This is a card of {signer.name}, not of {program.name}.")
     card = session.scalar(select(Card).where(Card.serial == parsed.serial, Card.program_id == program.id))
     if card is None:
+        if session.get(RetiredSerial, parsed.serial) is not None:
+            raise CardRevoked("This card was replaced by a newer one; ask the member to show their new card.")
         raise InvalidCardCode("This card is not on file.")
     if card.status == "revoked":
         raise CardRevoked("This card has been revoked; ask the member for their new card.")
-    if parsed.generation != card.generation:
-        raise CardRevoked("This card was replaced by a newer one; ask the member to show their new card.")
     return card
 
 
@@ -82,10 +89,12 @@ def revoke_card(session: Session, card: Card) -> Card:
 
 
 def reissue_card(session: Session, card: Card) -> Card:
-    """A replacement on the same account and balance: old codes are refused, the card page link changes."""
-    if card.generation >= MAX_GENERATION:
-        raise Conflict(f"Card {card.serial} has been reissued too often; enroll the member on a new card.")
-    card.generation += 1
+    """A replacement on the same account and balance: a new serial and code, and a new card page link.
+
+    Every code of the old serial is refused with the reason "revoked" from then on.
+    """
+    session.add(RetiredSerial(serial=card.serial, card_id=card.id))
+    card.serial = unused_serial(session)
     card.status = "active"
     card.page_token = new_page_token()
     session.flush()

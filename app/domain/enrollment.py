@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from app.domain.card_code import new_serial
-from app.domain.cards import new_page_token
+from app.domain.cards import new_page_token, unused_serial
 from app.domain.errors import AlreadyEnrolled, ValidationError
 from app.domain.rules import rules_from_json, tier_for
 from app.models import Card, Customer, LedgerEntry, Program
@@ -118,8 +117,7 @@ def enroll_customer(
     card = Card(
         program_id=program.id,
         customer_id=customer.id,
-        serial=new_serial(),
-        generation=1,
+        serial=unused_serial(session),
         status="active",
         points=bonus,
         lifetime_spend=0,

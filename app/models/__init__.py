@@ -1,7 +1,7 @@
 """SQLAlchemy 2 typed models, one module per idea."""
 
 from app.models.base import Base, utcnow
-from app.models.card import LEDGER_KINDS, Card, LedgerEntry
+from app.models.card import LEDGER_KINDS, Card, LedgerEntry, RetiredSerial
 from app.models.people import ApiKey, Customer, Staff
 from app.models.program import Location, Program, SigningKey
 from app.models.purchase import Purchase
@@ -16,6 +16,7 @@ __all__ = [
     "Location",
     "Program",
     "Purchase",
+    "RetiredSerial",
     "SigningKey",
     "Staff",
     "utcnow",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, CheckConstraint, Enum, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, CheckConstraint, Enum, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, BigIntId, intpk, minor_units, timestamp, utcnow
@@ -19,10 +19,9 @@ class Card(Base):
     id: Mapped[intpk]
     program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), index=True)
     customer_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("customers.id"), unique=True)
-    # 80 random bits, base32; never sequential. The signed card code carries it.
+    # 64 random bits, base32; never sequential. The signed card code carries it. A reissue gives the card a
+    # new serial (so a new code) and files the old one under RetiredSerial.
     serial: Mapped[str] = mapped_column(String(16), unique=True)
-    # Bumped by a reissue, so every code signed for an earlier generation is refused.
-    generation: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(
         Enum("active", "revoked", name="card_status", native_enum=False, create_constraint=True),
         default="active",
@@ -37,6 +36,16 @@ class Card(Base):
 
     program: Mapped[Program] = relationship()
     customer: Mapped[Customer] = relationship()
+
+
+class RetiredSerial(Base):
+    """A serial a card had before it was reissued: its codes are refused as revoked, not as unknown."""
+
+    __tablename__ = "retired_serials"
+
+    serial: Mapped[str] = mapped_column(String(16), primary_key=True)
+    card_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("cards.id"), index=True)
+    retired_at: Mapped[timestamp]
 
 
 LEDGER_KINDS = ("earn", "bonus", "redeem", "void", "adjust")
