@@ -24,8 +24,8 @@ run: install
 	$(FLASK) demo
 	$(FLASK) run --host 127.0.0.1 --port 5000
 
-## Set up and run the whole test suite (SQLite unless DATABASE_URL is set)
-test: install
+## Set up, lint and run the whole test suite (SQLite unless DATABASE_URL is set)
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

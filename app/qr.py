@@ -24,7 +24,7 @@ def _qr(code: str) -> qrcode.QRCode:
 def qr_svg(code: str) -> str:
     """An <svg> element for inline use; scales with CSS."""
     image = _qr(code).make_image(image_factory=SvgPathImage)
-    svg = image.to_string(encoding="unicode")
+    svg: str = image.to_string(encoding="unicode")
     return svg.split("?>", 1)[-1].strip()
 
 

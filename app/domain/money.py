@@ -52,7 +52,8 @@ def parse_amount(value: object, currency: str, field: str = "amount") -> int:
         raise ValidationError(
             f"{field} {value!r} has more decimals than {currency} allows ({exponent}).", field=field
         )
-    minor = int(match.group("units")) * 10**exponent + int(fraction.ljust(exponent, "0") or "0")
+    scale: int = 10**exponent
+    minor = int(match.group("units")) * scale + int(fraction.ljust(exponent, "0") or "0")
     if minor <= 0:
         raise ValidationError(f"{field} must be more than zero.", field=field)
     if minor > MAX_AMOUNT_MINOR:
@@ -68,5 +69,6 @@ def format_amount(minor: int, currency: str) -> str:
     """Minor units back to the wire form: 1250 EUR -> "12.50"."""
     exponent = currency_exponent(currency)
     sign = "-" if minor < 0 else ""
-    units, fraction = divmod(abs(minor), 10**exponent)
+    scale: int = 10**exponent
+    units, fraction = divmod(abs(minor), scale)
     return f"{sign}{units}.{fraction:0{exponent}d}" if exponent else f"{sign}{units}"

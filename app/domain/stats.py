@@ -28,7 +28,12 @@ def period_start(moment: dt.datetime, period: str) -> dt.date:
 
 def enrollment_counts(session: Session, program: Program, period: str) -> dict[str, Any]:
     """Enrollments per period, in total, by channel and by location name (oldest period first)."""
-    locations = dict(session.execute(select(Location.id, Location.name).where(Location.program_id == program.id)).all())
+    locations: dict[int | None, str] = {
+        location_id: name
+        for location_id, name in session.execute(
+            select(Location.id, Location.name).where(Location.program_id == program.id)
+        ).tuples()
+    }
     rows = session.execute(
         select(Customer.created_at, Customer.channel, Customer.location_id).where(Customer.program_id == program.id)
     ).all()
