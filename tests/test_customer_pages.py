@@ -57,6 +57,7 @@ def test_enrolling_on_the_form_lands_on_the_card_page(client: FlaskClient, make_
     assert "<svg" in page.text and "<script" not in page.text
     assert "Zoë B." in page.text
     assert ">50<" in page.text  # the welcome bonus
+    assert "100.00 EUR more to reach Silver" in page.text
     # The secret link is neither the serial nor the code, and carries 128 bits.
     assert card.serial not in card.page_token
     assert len(card.page_token) >= 22

@@ -8,7 +8,16 @@ import pytest
 
 from app.domain.errors import ValidationError
 from app.domain.money import format_amount, parse_amount
-from app.domain.rules import ProgramRules, Tier, percent_of, points_for, price_purchase, rules_from_json, tier_for
+from app.domain.rules import (
+    ProgramRules,
+    Tier,
+    next_tier,
+    percent_of,
+    points_for,
+    price_purchase,
+    rules_from_json,
+    tier_for,
+)
 
 SILVER = Tier("Silver", 10_000, 500)
 GOLD = Tier("Gold", 50_000, 1000)
@@ -45,6 +54,14 @@ def test_points_for_rounds_as_stated(amount: int, rate: str, rounding: str, expo
 )
 def test_tier_for_lifetime_spend(spend: int, expected: str | None) -> None:
     tier = tier_for(spend, (GOLD, SILVER))  # order of definition does not matter
+    assert (tier.name if tier else None) == expected
+
+
+@pytest.mark.parametrize(
+    ("spend", "expected"), [(0, "Silver"), (9_999, "Silver"), (10_000, "Gold"), (50_000, None)],
+)
+def test_next_tier(spend: int, expected: str | None) -> None:
+    tier = next_tier(spend, (GOLD, SILVER))
     assert (tier.name if tier else None) == expected
 
 

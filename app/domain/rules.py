@@ -97,6 +97,12 @@ def tier_for(lifetime_spend: int, tiers: Sequence[Tier]) -> Tier | None:
     return max(reached, key=lambda t: t.min_spend) if reached else None
 
 
+def next_tier(lifetime_spend: int, tiers: Sequence[Tier]) -> Tier | None:
+    """The lowest tier the member has not reached yet, or None at the top."""
+    ahead = [t for t in tiers if t.min_spend > lifetime_spend]
+    return min(ahead, key=lambda t: t.min_spend) if ahead else None
+
+
 def points_for(amount_minor: int, rules: ProgramRules, exponent: int) -> int:
     """Points earned on an amount due, per whole currency unit, rounded by the program's stated mode."""
     units = Decimal(amount_minor).scaleb(-exponent)

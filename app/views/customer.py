@@ -18,6 +18,7 @@ from app.domain.enrollment import (
 from app.domain.errors import AlreadyEnrolled, ValidationError
 from app.domain.money import format_amount
 from app.domain.programs import get_program
+from app.domain.rules import next_tier, rules_from_json
 from app.keys import get_keys
 from app.models import Card
 from app.qr import qr_png, qr_svg
@@ -60,7 +61,9 @@ def _enroll(enrollment: EnrollmentRequest, program):  # type: ignore[no-untyped-
         # Two submissions of the same form raced; the loser is told the card exists.
         session.rollback()
         if find_enrolled(session, program, enrollment) is not None:
-            raise AlreadyEnrolled(f"This email address or phone number already has a card with {program.name}.")
+            raise AlreadyEnrolled(
+                f"This email address or phone number already has a card with {program.name}."
+            ) from None
         raise
     return card
 
@@ -99,13 +102,17 @@ def card_page(token: str) -> Response:
     session = get_session()
     card = _card_by_token(token)
     code = card_code(session, card, get_keys())
+    currency = card.program.currency
+    upcoming = next_tier(card.lifetime_spend, rules_from_json(card.program.rules).tiers)
     html = render_template(
         "card.html",
         card=card,
         program=card.program,
         holder=display_name(card.customer.name),
         qr_svg=qr_svg(code),
-        lifetime_spend=format_amount(card.lifetime_spend, card.program.currency),
+        lifetime_spend=format_amount(card.lifetime_spend, currency),
+        next_tier=upcoming,
+        to_next_tier=format_amount(upcoming.min_spend - card.lifetime_spend, currency) if upcoming else None,
         welcome=request.args.get("welcome") == "1",
     )
     response = Response(html)
