@@ -159,7 +159,7 @@ def keys_rotate(program_slug: str) -> None:
 def keys_remove(kid: str) -> None:
     """Remove a retired key: cards whose codes it signed must show their card page for a fresh code."""
     session = get_session()
-    remove_signing_key(session, kid)
+    remove_signing_key(session, get_keys(), kid)
     session.commit()
     click.echo(f"Removed key {kid}.")
 

@@ -9,7 +9,7 @@ import qrcode
 import qrcode.constants
 from qrcode.image.svg import SvgPathImage
 
-# Error correction M keeps a 128-character code at QR version 5 (37x37 modules).
+# Error correction M keeps a 120-character code at QR version 5 (37x37 modules).
 ERROR_CORRECTION = qrcode.constants.ERROR_CORRECT_M
 
 

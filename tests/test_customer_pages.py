@@ -162,3 +162,16 @@ def test_unknown_program_form_is_a_clear_404(client: FlaskClient) -> None:
     response = client.get("/join/no-such-shop")
     assert response.status_code == 404
     assert "No program" in response.text and "no-such-shop" in response.text
+
+
+def test_a_revoked_card_page_shows_no_qr(client: FlaskClient, make_program, enroll, runner) -> None:
+    kit = make_program()
+    member = enroll(kit)
+    token = member["card_url"].rsplit("/", 1)[1]
+    assert runner.invoke(args=["cards", "revoke", member["serial"]]).exit_code == 0
+    page = client.get(f"/c/{token}")
+    assert page.status_code == 200
+    assert "<svg" not in page.text
+    assert "This card has been revoked" in page.text
+    png = client.get(f"/c/{token}/qr.png")
+    assert png.status_code == 410

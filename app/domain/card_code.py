@@ -57,7 +57,10 @@ def signed_message(program_slug: str, payload: bytes) -> bytes:
 
 
 def sign_card_code(private_key: Ed25519PrivateKey, kid: str, program_slug: str, serial: str) -> str:
-    payload = bytes([VERSION]) + bytes.fromhex(kid) + _b32decode(serial)
+    serial_bytes = _b32decode(serial)
+    if _b32(serial_bytes) != serial:
+        raise ValueError(f"serial {serial!r} is not in canonical base32")
+    payload = bytes([VERSION]) + bytes.fromhex(kid) + serial_bytes
     if len(payload) != PAYLOAD_BYTES:
         raise ValueError("kid or serial has the wrong length")
     signature = private_key.sign(signed_message(program_slug, payload))

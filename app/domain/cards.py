@@ -38,7 +38,7 @@ def verify_card_code(session: Session, program: Program, code: object) -> Card:
     """The card a scanned code belongs to, or the reason it is refused at this program's tills."""
     parsed = parse_card_code(code)
     signing_key = session.scalar(select(SigningKey).where(SigningKey.kid == parsed.kid))
-    if signing_key is None:
+    if signing_key is None or signing_key.status == "removed":
         raise InvalidCardCode("This card code was signed by a key we do not know.")
     signer = session.get(Program, signing_key.program_id)
     assert signer is not None

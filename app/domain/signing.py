@@ -40,6 +40,10 @@ class KeyStore:
             handle.write(pem)
         self._cache[kid] = private_key
 
+    def delete(self, kid: str) -> None:
+        self._cache.pop(kid, None)
+        (self.directory / f"{kid}.pem").unlink(missing_ok=True)
+
     def load(self, kid: str) -> Ed25519PrivateKey:
         if kid not in self._cache:
             path = self.directory / f"{kid}.pem"
@@ -78,15 +82,19 @@ def create_signing_key(session: Session, program: Program, keys: KeyStore) -> Si
 rotate_signing_key = create_signing_key
 
 
-def remove_signing_key(session: Session, kid: str) -> SigningKey:
-    """Forget a retired key: codes it signed stop verifying. The active key cannot be removed."""
+def remove_signing_key(session: Session, keys: KeyStore, kid: str) -> SigningKey:
+    """Withdraw a retired key: codes it signed stop verifying and its private half is deleted.
+
+    The row stays, marked removed, so the key id is never given to another key (tills may cache the JWKS).
+    """
     key = session.scalar(select(SigningKey).where(SigningKey.kid == kid))
-    if key is None:
+    if key is None or key.status == "removed":
         raise NotFound(f"No signing key {kid!r}.")
     if key.status == "active":
         raise Conflict(f"Key {kid} is the active key of its program; rotate first, then remove it.")
-    session.delete(key)
+    key.status = "removed"
     session.flush()
+    keys.delete(kid)
     return key
 
 
@@ -106,7 +114,10 @@ def public_key_of(signing_key: SigningKey) -> Ed25519PublicKey:
 def jwks(session: Session) -> dict[str, Any]:
     """Every key that verifies, as an RFC 8037 JWK Set; `program` says whose cards each key signs."""
     rows = session.execute(
-        select(SigningKey, Program.slug).join(Program).order_by(SigningKey.program_id, SigningKey.id)
+        select(SigningKey, Program.slug)
+        .join(Program)
+        .where(SigningKey.status != "removed")
+        .order_by(SigningKey.program_id, SigningKey.id)
     ).all()
     return {
         "keys": [

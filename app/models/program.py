@@ -47,7 +47,8 @@ class SigningKey(Base):
     kid: Mapped[str] = mapped_column(String(16), unique=True)
     public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
     status: Mapped[str] = mapped_column(
-        Enum("active", "retired", name="signing_key_status", native_enum=False, create_constraint=True),
+        # A removed key stays as a row so its kid is never handed out again, but it verifies nothing.
+        Enum("active", "retired", "removed", name="signing_key_status", native_enum=False, create_constraint=True),
         default="active",
     )
     created_at: Mapped[timestamp]

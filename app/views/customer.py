@@ -101,7 +101,6 @@ def card_page(token: str) -> Response:
     """The member's card: the QR to show at the till, balance and tier. Reached only by its secret link."""
     session = get_session()
     card = _card_by_token(token)
-    code = card_code(session, card, get_keys())
     currency = card.program.currency
     upcoming = next_tier(card.lifetime_spend, rules_from_json(card.program.rules).tiers)
     html = render_template(
@@ -109,7 +108,7 @@ def card_page(token: str) -> Response:
         card=card,
         program=card.program,
         holder=display_name(card.customer.name),
-        qr_svg=qr_svg(code),
+        qr_svg=qr_svg(card_code(session, card, get_keys())) if card.status == "active" else None,
         lifetime_spend=format_amount(card.lifetime_spend, currency),
         next_tier=upcoming,
         to_next_tier=format_amount(upcoming.min_spend - card.lifetime_spend, currency) if upcoming else None,
@@ -125,6 +124,8 @@ def card_page(token: str) -> Response:
 def card_qr_png(token: str) -> Response:
     """The card's QR as a PNG to save or print."""
     card = _card_by_token(token)
+    if card.status == "revoked":
+        abort(410, "This card has been revoked, so its QR code is no longer valid. Ask at the till for a new card.")
     png = qr_png(card_code(get_session(), card, get_keys()))
     return Response(png, mimetype="image/png", headers={
         "Cache-Control": "no-store",

@@ -52,7 +52,7 @@ def upgrade() -> None:
         sa.Column(
             "status",
             sa.Enum(
-                "active", "retired", name="signing_key_status", native_enum=False, create_constraint=True
+                "active", "retired", "removed", name="signing_key_status", native_enum=False, create_constraint=True
             ),
             nullable=False,
         ),
