@@ -24,6 +24,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.from_mapping(test_config)
 
     from app import cli, db, keys, problems, security
+    from app.converters import DatabaseIdConverter
+
+    app.url_map.converters["id"] = DatabaseIdConverter
     from app.views import api, customer, public
 
     db.init_app(app)

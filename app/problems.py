@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from app.domain.errors import DomainError
 
@@ -42,7 +42,10 @@ def init_app(app: Flask) -> None:
         status = error.code or 500
         if _wants_json():
             code = _HTTP_CODES.get(status, "http_error")
-            return problem(status, code, error.name, error.description or error.name)
+            response = problem(status, code, error.name, error.description or error.name)
+            if isinstance(error, MethodNotAllowed) and error.valid_methods:
+                response.headers["Allow"] = ", ".join(error.valid_methods)
+            return response
         return render_template("error.html", title=error.name, detail=error.description), status
 
     @app.errorhandler(Exception)

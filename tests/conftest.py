@@ -86,8 +86,8 @@ def db_session(app: Flask) -> Iterator[Session]:
     session = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
     database.pinned_session = session
     try:
-        with app.app_context():
-            yield session
+        # No app context is held open here: each request pushes its own and tears it down, as in production.
+        yield session
     finally:
         database.pinned_session = None
         session.close()
@@ -142,7 +142,8 @@ def build_program(session: Session, app: Flask, rules: dict[str, Any] | None = N
 def make_program(app: Flask, db_session: Session) -> Callable[..., ProgramKit]:
     """make_program(rules=None, currency="EUR") -> a ProgramKit in the rolled-back test transaction."""
     def make(**kwargs: Any) -> ProgramKit:
-        return build_program(db_session, app, **kwargs)
+        with app.app_context():
+            return build_program(db_session, app, **kwargs)
     return make
 
 

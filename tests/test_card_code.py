@@ -386,8 +386,6 @@ HTTP_EDITS: dict[str, Callable[[str], object]] = {
     "scanner's newline appended": lambda code: code + "\n",
     "space prepended": lambda code: " " + code,
     "ambiguous digit 0 for O": lambda code: code[:60] + "0" + code[61:],
-    "empty": lambda code: "",
-    "not a string": lambda code: 12345,
 }
 
 
@@ -399,6 +397,17 @@ def test_the_scan_api_refuses_an_edited_code_as_invalid_code(
     code: str = enroll(kit)["code"]
     assert scan(client, kit, code).status_code == 200
     assert_refused(scan(client, kit, edit(code)), "invalid_code", "invalid")
+
+
+@pytest.mark.parametrize("not_a_code", ["", 12345, None])
+def test_the_scan_api_asks_for_a_code_when_none_is_given(
+    client: FlaskClient, make_program: MakeProgram, not_a_code: object
+) -> None:
+    # No code at all is malformed input, answered like quote and purchase answer it, not a refused card.
+    response = scan(client, make_program(), not_a_code)
+    assert response.status_code == 422
+    assert response.json["code"] == "validation_error"
+    assert response.json["field"] == "code"
 
 
 def test_a_genuinely_signed_code_of_an_unknown_version_is_refused(

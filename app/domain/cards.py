@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -12,6 +13,8 @@ from app.domain.card_code import new_serial, parse_card_code, sign_card_code, ve
 from app.domain.errors import CardRevoked, Conflict, InvalidCardCode, NotFound, WrongProgram
 from app.domain.signing import KeyStore, active_signing_key, public_key_of
 from app.models import Card, LedgerEntry, Program, RetiredSerial, SigningKey
+
+_SERIAL = re.compile(r"[A-Z2-7]{13}")
 
 
 def unused_serial(session: Session) -> str:
@@ -66,14 +69,17 @@ def display_name(name: str) -> str:
 
 
 def get_card(session: Session, program: Program, serial: str) -> Card:
-    card = session.scalar(select(Card).where(Card.serial == serial, Card.program_id == program.id))
+    card = None
+    if _SERIAL.fullmatch(serial):
+        card = session.scalar(select(Card).where(Card.serial == serial, Card.program_id == program.id))
     if card is None:
         raise NotFound(f"No card {serial!r} in this program.")
     return card
 
 
 def find_card_by_serial(session: Session, serial: str) -> Card:
-    card = session.scalar(select(Card).where(Card.serial == serial.strip().upper()))
+    serial = serial.strip().upper()
+    card = session.scalar(select(Card).where(Card.serial == serial)) if _SERIAL.fullmatch(serial) else None
     if card is None:
         raise NotFound(f"No card with serial {serial!r}.")
     return card

@@ -23,6 +23,7 @@ CONSENT_WORDING = "Send me offers and news from {program} by email or text messa
 CHANNELS = ("web", "till", "api", "referral")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 _PHONE_SEPARATORS = re.compile(r"[\s\-().]")
+_PHONE_DIGITS = re.compile(r"[0-9]{7,15}")  # ASCII only: isdigit() would take "²" and other scripts' digits
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,7 @@ def parse_enrollment(data: Mapping[str, object]) -> EnrollmentRequest:
     name = " ".join(name.split())
     if len(name) > 100:
         raise ValidationError("The name is longer than 100 characters.", field="name")
-    if any(unicodedata.category(ch) == "Cc" for ch in name):
-        raise ValidationError("The name contains control characters.", field="name")
+    _refuse_control_characters(name, "name")
     email = _optional_text(data.get("email"), "email")
     phone = _optional_text(data.get("phone"), "phone")
     if email is None and phone is None:
@@ -65,7 +65,7 @@ def normalise_phone(phone: str) -> str:
     """+ and digits only, so "+33 6 12-34-56-78" and "+33612345678" are the same member."""
     compact = _PHONE_SEPARATORS.sub("", phone)
     digits = compact[1:] if compact.startswith("+") else compact
-    if not digits.isdigit() or not 7 <= len(digits) <= 15:
+    if not _PHONE_DIGITS.fullmatch(digits):
         raise ValidationError(
             f"{phone!r} is not a phone number; use digits, optionally starting with + and the country code.",
             field="phone",
@@ -137,4 +137,11 @@ def _optional_text(value: object, field: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValidationError(f"{field} must be a string.", field=field)
+    _refuse_control_characters(value, field)
     return value.strip() or None
+
+
+def _refuse_control_characters(value: str, field: str) -> None:
+    # NUL and friends are never part of a name or an address, and PostgreSQL refuses NUL outright.
+    if any(unicodedata.category(ch) == "Cc" for ch in value.strip()):
+        raise ValidationError(f"The {field} contains control characters.", field=field)

@@ -21,7 +21,7 @@ _EXPONENTS: dict[str, int] = {
 MAX_AMOUNT_MINOR = 10**9
 
 # [0-9] rather than \d, which would accept digits of every script ("١٢").
-_DECIMAL = re.compile(r"^(?P<units>[0-9]{1,12})(?:\.(?P<fraction>[0-9]+))?$")
+_DECIMAL = re.compile(r"(?P<units>[0-9]{1,12})(?:\.(?P<fraction>[0-9]+))?")
 
 
 def supported_currencies() -> list[str]:
@@ -43,7 +43,7 @@ def parse_amount(value: object, currency: str, field: str = "amount") -> int:
         raise ValidationError(
             f"{field} must be a decimal string such as \"12.50\", not {type(value).__name__}.", field=field
         )
-    match = _DECIMAL.match(value)
+    match = _DECIMAL.fullmatch(value)
     if match is None:
         raise ValidationError(f"{field} {value!r} is not a positive decimal such as \"12.50\".", field=field)
     exponent = currency_exponent(currency)

@@ -40,6 +40,9 @@ class KeyStore:
             handle.write(pem)
         self._cache[kid] = private_key
 
+    def exists(self, kid: str) -> bool:
+        return (self.directory / f"{kid}.pem").exists()
+
     def delete(self, kid: str) -> None:
         self._cache.pop(kid, None)
         (self.directory / f"{kid}.pem").unlink(missing_ok=True)
@@ -63,7 +66,8 @@ class KeyStore:
 def create_signing_key(session: Session, program: Program, keys: KeyStore) -> SigningKey:
     """A new active key for the program; any key active before is retired (and keeps verifying)."""
     kid = new_kid()
-    while session.scalar(select(SigningKey.id).where(SigningKey.kid == kid)) is not None:
+    # Skip ids with a leftover file too: a key made in a transaction that rolled back leaves its file behind.
+    while keys.exists(kid) or session.scalar(select(SigningKey.id).where(SigningKey.kid == kid)) is not None:
         kid = new_kid()
     private_key = Ed25519PrivateKey.generate()
     session.execute(

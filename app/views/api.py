@@ -62,7 +62,10 @@ def _actor() -> Actor:
 
 
 def _json_body() -> dict[str, Any]:
-    data = request.get_json(force=True, silent=True)
+    try:
+        data = request.get_json(force=True, silent=True)
+    except RecursionError:  # absurdly deep nesting; json.loads gives up before Flask's `silent` can catch it
+        data = None
     if not isinstance(data, dict):
         raise InvalidJson("The request body must be a JSON object, e.g. {\"code\": \"...\"}.")
     return data
@@ -121,10 +124,10 @@ def create_enrollment():  # type: ignore[no-untyped-def]
 @bp.post("/scans")
 def scan():  # type: ignore[no-untyped-def]
     """Check a scanned card code and answer the card's public summary, or why it was refused."""
-    data = _json_body()
-    if "code" not in data:
-        raise ValidationError("code is required: the card code the scanner read.", field="code")
-    card = verify_card_code(get_session(), g.program, data["code"])
+    code = _json_body().get("code")
+    if not isinstance(code, str) or not code:
+        raise ValidationError("code is required: the card code the scanner read, as a string.", field="code")
+    card = verify_card_code(get_session(), g.program, code)
     return jsonify(card_summary(card))
 
 
@@ -163,7 +166,7 @@ def create_purchase():  # type: ignore[no-untyped-def]
     return response
 
 
-@bp.post("/purchases/<int:purchase_id>/void")
+@bp.post("/purchases/<id:purchase_id>/void")
 def void(purchase_id: int):  # type: ignore[no-untyped-def]
     """Reverse a purchase's points and spend exactly; a second void is refused."""
     session = get_session()
