@@ -44,21 +44,34 @@ def parse_enrollment(data: Mapping[str, object]) -> EnrollmentRequest:
     if len(name) > 100:
         raise ValidationError("The name is longer than 100 characters.", field="name")
     _refuse_control_characters(name, "name")
-    email = _optional_text(data.get("email"), "email")
-    phone = _optional_text(data.get("phone"), "phone")
+    contact = parse_contact(data.get("email"), data.get("phone"))
+    consent = data.get("marketing_consent", False)
+    if not isinstance(consent, bool):
+        raise ValidationError("marketing_consent must be true or false.", field="marketing_consent")
+    referral = _optional_text(data.get("referral_code"), "referral_code")
+    return EnrollmentRequest(name=name, email=contact.email, phone=contact.phone, marketing_consent=consent,
+                             referral_code=referral)
+
+
+@dataclass(frozen=True)
+class Contact:
+    """How to reach a member, normalised so the same person is recognised however they typed it."""
+
+    email: str | None
+    phone: str | None
+
+
+def parse_contact(email: object, phone: object) -> Contact:
+    """Validate an email and/or phone; at least one is required."""
+    email = _optional_text(email, "email")
+    phone = _optional_text(phone, "phone")
     if email is None and phone is None:
         raise ValidationError("Please give an email address or a phone number (or both).", field="email")
     if email is not None:
         email = email.lower()
         if len(email) > 254 or not _EMAIL.match(email):
             raise ValidationError(f"{email!r} is not an email address.", field="email")
-    if phone is not None:
-        phone = normalise_phone(phone)
-    consent = data.get("marketing_consent", False)
-    if not isinstance(consent, bool):
-        raise ValidationError("marketing_consent must be true or false.", field="marketing_consent")
-    referral = _optional_text(data.get("referral_code"), "referral_code")
-    return EnrollmentRequest(name=name, email=email, phone=phone, marketing_consent=consent, referral_code=referral)
+    return Contact(email=email, phone=normalise_phone(phone) if phone is not None else None)
 
 
 def normalise_phone(phone: str) -> str:
@@ -73,12 +86,13 @@ def normalise_phone(phone: str) -> str:
     return ("+" if compact.startswith("+") else "") + digits
 
 
-def find_enrolled(session: Session, program: Program, request: EnrollmentRequest) -> Customer | None:
+def find_enrolled(session: Session, program: Program, contact: Contact | EnrollmentRequest) -> Customer | None:
+    """The member with this email or phone in the program, if any."""
     clauses = []
-    if request.email:
-        clauses.append(Customer.email == request.email)
-    if request.phone:
-        clauses.append(Customer.phone == request.phone)
+    if contact.email:
+        clauses.append(Customer.email == contact.email)
+    if contact.phone:
+        clauses.append(Customer.phone == contact.phone)
     return session.scalar(select(Customer).where(Customer.program_id == program.id, or_(*clauses)).limit(1))
 
 

@@ -13,6 +13,7 @@ from app.domain.enrollment import (
     EnrollmentRequest,
     enroll_customer,
     find_enrolled,
+    parse_contact,
     parse_enrollment,
 )
 from app.domain.errors import AlreadyEnrolled, ValidationError
@@ -20,7 +21,8 @@ from app.domain.money import format_amount
 from app.domain.programs import get_program
 from app.domain.rules import next_tier, rules_from_json
 from app.keys import get_keys
-from app.models import Card
+from app.mail import send_card_link
+from app.models import Card, Program
 from app.qr import qr_png, qr_svg
 
 bp = Blueprint("customer", __name__)
@@ -52,7 +54,7 @@ def join(slug: str):  # type: ignore[no-untyped-def]
     return redirect(url_for("customer.card_page", token=card.page_token, welcome=1), code=303)
 
 
-def _enroll(enrollment: EnrollmentRequest, program):  # type: ignore[no-untyped-def]
+def _enroll(enrollment: EnrollmentRequest, program: Program) -> Card:
     session = get_session()
     try:
         card = enroll_customer(session, program, enrollment, channel="web")
@@ -73,14 +75,11 @@ def resend_link(slug: str) -> str:
     """Send an enrolled customer their card link again, to the email on file."""
     session = get_session()
     program = get_program(session, slug)
-    from app.mail import send_card_link
-
     try:
-        enrollment = parse_enrollment({"name": "x", "email": request.form.get("email") or None,
-                                       "phone": request.form.get("phone") or None})
+        contact = parse_contact(request.form.get("email"), request.form.get("phone"))
     except ValidationError as error:
         abort(422, error.detail)
-    customer = find_enrolled(session, program, enrollment)
+    customer = find_enrolled(session, program, contact)
     if customer is not None and customer.email:
         card = session.scalar(select(Card).where(Card.customer_id == customer.id))
         assert card is not None
