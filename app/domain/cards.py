@@ -37,8 +37,11 @@ def card_code(session: Session, card: Card, keys: KeyStore) -> str:
     return sign_card_code(keys.load(signing_key.kid), signing_key.kid, card.program.slug, card.serial)
 
 
-def verify_card_code(session: Session, program: Program, code: object) -> Card:
-    """The card a scanned code belongs to, or the reason it is refused at this program's tills."""
+def verify_card_code(session: Session, program: Program, code: object, *, lock: bool = False) -> Card:
+    """The card a scanned code belongs to, or the reason it is refused at this program's tills.
+
+    With `lock`, the card row is read FOR UPDATE, so the caller may then change its balance safely.
+    """
     parsed = parse_card_code(code)
     signing_key = session.scalar(select(SigningKey).where(SigningKey.kid == parsed.kid))
     if signing_key is None or signing_key.status == "removed":
@@ -48,7 +51,10 @@ def verify_card_code(session: Session, program: Program, code: object) -> Card:
     verify_signature(parsed, signer.slug, public_key_of(signing_key))
     if signer.id != program.id:
         raise WrongProgram(f"This is a card of {signer.name}, not of {program.name}.")
-    card = session.scalar(select(Card).where(Card.serial == parsed.serial, Card.program_id == program.id))
+    query = select(Card).where(Card.serial == parsed.serial, Card.program_id == program.id)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    card = session.scalar(query)
     if card is None:
         if session.get(RetiredSerial, parsed.serial) is not None:
             raise CardRevoked("This card was replaced by a newer one; ask the member to show their new card.")

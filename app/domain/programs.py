@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.domain.errors import Conflict, NotFound, Unauthorized, ValidationError
@@ -148,7 +148,7 @@ def authenticate_api_key(session: Session, presented: str | None) -> ApiKey:
     key_id, _, secret = rest.partition("_")
     if prefix != API_KEY_PREFIX or not key_id or not secret:
         raise Unauthorized("That is not an API key of ours; keys look like lk_<id>_<secret>.")
-    api_key = session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+    api_key = session.scalar(select(ApiKey).where(ApiKey.key_id == key_id).options(joinedload(ApiKey.program)))
     if api_key is None or not hmac.compare_digest(api_key.secret_hash, _hash_secret(secret)):
         raise Unauthorized("Unknown API key.")
     if api_key.revoked_at is not None:

@@ -108,16 +108,15 @@ class PurchaseResult:
 def commit_purchase(
     session: Session, program: Program, request: PurchaseRequest, actor: Actor, idempotency_key: str
 ) -> PurchaseResult:
-    """Commit the purchase once per idempotency key. A repeat with the same body returns the first result."""
+    """Commit the purchase once per idempotency key. A repeat with the same body returns the first result.
+
+    A twin request that commits while this one waits for the card's lock makes this one's INSERT fail on the
+    (program, idempotency key) constraint; the caller then rolls back and answers `find_replay`'s purchase.
+    """
     earlier = find_replay(session, program, idempotency_key, request.fingerprint())
     if earlier is not None:
         return PurchaseResult(earlier, replayed=True)
-    card = verify_card_code(session, program, request.code)
-    card = _lock_card(session, card.id)
-    # A twin request may have committed while this one waited for the lock.
-    earlier = find_replay(session, program, idempotency_key, request.fingerprint())
-    if earlier is not None:
-        return PurchaseResult(earlier, replayed=True)
+    card = verify_card_code(session, program, request.code, lock=True)
     quote = _price(program, card, request)
     purchase = Purchase(
         program_id=program.id,
