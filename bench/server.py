@@ -22,11 +22,14 @@ STOP_TIMEOUT_SECONDS = 15.0
 
 @dataclass(frozen=True)
 class ServerOptions:
-    """How gunicorn runs: the worker processes, their class and, for gthread, the threads in each."""
+    """How gunicorn runs: the worker processes, their class and, for gthread, the threads in each.
+
+    Sync workers by default: docs/performance.md ("Why sync workers") has the measurements behind the choice.
+    """
 
     workers: int = 2
-    worker_class: str = "gthread"
-    threads: int = 4
+    worker_class: str = "sync"
+    threads: int = 1
 
     def describe(self) -> str:
         threads = f" x {self.threads} threads" if self.worker_class == "gthread" else ""
@@ -35,9 +38,21 @@ class ServerOptions:
 
 @dataclass(frozen=True)
 class RunningServer:
+    """Where gunicorn listens, and its master process."""
+
     host: str
     port: int
-    pid: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def check_alive(self) -> None:
+        """Raise if gunicorn has stopped: the figures of a run it did not finish mean nothing."""
+        if self.process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited (status {self.process.returncode}):\n{tail(self.log_path)}")
 
 
 def free_port() -> int:
@@ -49,7 +64,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def gunicorn_server(env: Mapping[str, str], options: ServerOptions, log_path: Path) -> Iterator[RunningServer]:
+def gunicorn_server(
+    env: Mapping[str, str], options: ServerOptions, log_path: Path
+) -> Iterator[RunningServer]:
     """Start gunicorn with `env`, wait until /healthz answers, yield, then stop it (TERM, then KILL)."""
     port = free_port()
     command = [
@@ -67,7 +84,7 @@ def gunicorn_server(env: Mapping[str, str], options: ServerOptions, log_path: Pa
         process = subprocess.Popen(command, cwd=ROOT, env=dict(env), stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_until_ready(process, port, log_path)
-        yield RunningServer(HOST, port, process.pid)
+        yield RunningServer(HOST, port, process, log_path)
     finally:
         _stop(process)
 
@@ -76,7 +93,7 @@ def _wait_until_ready(process: subprocess.Popen[bytes], port: int, log_path: Pat
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with status {process.returncode}:\n{_tail(log_path)}")
+            raise RuntimeError(f"gunicorn exited with status {process.returncode}:\n{tail(log_path)}")
         connection = http.client.HTTPConnection(HOST, port, timeout=2)
         try:
             connection.request("GET", "/healthz")
@@ -87,7 +104,9 @@ def _wait_until_ready(process: subprocess.Popen[bytes], port: int, log_path: Pat
         finally:
             connection.close()
         time.sleep(0.1)
-    raise RuntimeError(f"gunicorn did not answer /healthz within {READY_TIMEOUT_SECONDS:.0f} s:\n{_tail(log_path)}")
+    raise RuntimeError(
+        f"gunicorn did not answer /healthz within {READY_TIMEOUT_SECONDS:.0f} s:\n{tail(log_path)}"
+    )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -100,7 +119,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def _tail(path: Path, lines: int = 30) -> str:
+def tail(path: Path, lines: int = 30) -> str:
+    """The last lines of a log, for an error message."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:

@@ -19,9 +19,13 @@ from sqlalchemy import insert, select, update
 from app.db import get_db
 from app.domain.card_code import parse_card_code, verify_signature
 from app.domain.errors import InvalidCardCode, NotFound, ValidationError
-from app.models import Card, LedgerEntry, Program, SigningKey
+from app.models import Base, Program, SigningKey
 
 bp = Blueprint("bench_reference", __name__, url_prefix="/api/bench")
+
+# The tables themselves, not the mapped classes: statements on them are plain Core, with no ORM step.
+_CARDS = Base.metadata.tables["cards"]
+_LEDGER = Base.metadata.tables["ledger_entries"]
 
 
 def _public_key(kid: str) -> tuple[Ed25519PublicKey, str]:
@@ -55,9 +59,9 @@ def reference():  # type: ignore[no-untyped-def]
     # The balance first, then the row that references it: the order app/domain/purchases.py keeps.
     with get_db().engine.begin() as connection:
         updated = connection.execute(
-            update(Card.__table__).where(Card.id == card_id).values(points=Card.points + 1)
+            update(_CARDS).where(_CARDS.c.id == card_id).values(points=_CARDS.c.points + 1)
         )
         if updated.rowcount != 1:
             raise NotFound(f"No card {card_id}.")
-        connection.execute(insert(LedgerEntry.__table__).values(card_id=card_id, kind="adjust", points=1))
+        connection.execute(insert(_LEDGER).values(card_id=card_id, kind="adjust", points=1))
     return jsonify(ok=True)
