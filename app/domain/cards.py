@@ -6,7 +6,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from app.domain.card_code import new_serial, parse_card_code, sign_card_code, verify_signature
@@ -37,13 +37,19 @@ def card_code(session: Session, card: Card, keys: KeyStore) -> str:
     return sign_card_code(keys.load(signing_key.kid), signing_key.kid, card.program.slug, card.serial)
 
 
+# Built once: the scan and purchase paths run these on every request.
+_SIGNING_KEY_BY_KID = select(SigningKey).where(SigningKey.kid == bindparam("kid"))
+_CARD = select(Card).where(Card.serial == bindparam("serial"), Card.program_id == bindparam("program_id"))
+_CARD_FOR_UPDATE = _CARD.with_for_update().execution_options(populate_existing=True)
+
+
 def verify_card_code(session: Session, program: Program, code: object, *, lock: bool = False) -> Card:
     """The card a scanned code belongs to, or the reason it is refused at this program's tills.
 
     With `lock`, the card row is read FOR UPDATE, so the caller may then change its balance safely.
     """
     parsed = parse_card_code(code)
-    signing_key = session.scalar(select(SigningKey).where(SigningKey.kid == parsed.kid))
+    signing_key = session.scalar(_SIGNING_KEY_BY_KID, {"kid": parsed.kid})
     if signing_key is None or signing_key.status == "removed":
         raise InvalidCardCode("This card code was signed by a key we do not know.")
     signer = session.get(Program, signing_key.program_id)
@@ -51,10 +57,7 @@ def verify_card_code(session: Session, program: Program, code: object, *, lock: 
     verify_signature(parsed, signer.slug, public_key_of(signing_key))
     if signer.id != program.id:
         raise WrongProgram(f"This is a card of {signer.name}, not of {program.name}.")
-    query = select(Card).where(Card.serial == parsed.serial, Card.program_id == program.id)
-    if lock:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    card = session.scalar(query)
+    card = session.scalar(_CARD_FOR_UPDATE if lock else _CARD, {"serial": parsed.serial, "program_id": program.id})
     if card is None:
         if session.get(RetiredSerial, parsed.serial) is not None:
             raise CardRevoked("This card was replaced by a newer one; ask the member to show their new card.")

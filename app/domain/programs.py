@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -140,6 +140,9 @@ def revoke_api_key(session: Session, key_id: str) -> ApiKey:
     return api_key
 
 
+_API_KEY_BY_ID = select(ApiKey).where(ApiKey.key_id == bindparam("key_id")).options(joinedload(ApiKey.program))
+
+
 def authenticate_api_key(session: Session, presented: str | None) -> ApiKey:
     """The API key a till presented, or Unauthorized. Compared in constant time on its hash."""
     if not presented:
@@ -148,7 +151,7 @@ def authenticate_api_key(session: Session, presented: str | None) -> ApiKey:
     key_id, _, secret = rest.partition("_")
     if prefix != API_KEY_PREFIX or not key_id or not secret:
         raise Unauthorized("That is not an API key of ours; keys look like lk_<id>_<secret>.")
-    api_key = session.scalar(select(ApiKey).where(ApiKey.key_id == key_id).options(joinedload(ApiKey.program)))
+    api_key = session.scalar(_API_KEY_BY_ID, {"key_id": key_id})
     if api_key is None or not hmac.compare_digest(api_key.secret_hash, _hash_secret(secret)):
         raise Unauthorized("Unknown API key.")
     if api_key.revoked_at is not None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.domain.cards import verify_card_code
@@ -27,7 +27,7 @@ from app.domain.errors import (
 )
 from app.domain.money import currency_exponent, format_amount, parse_amount
 from app.domain.rules import Quote, price_purchase, rules_from_json, tier_for
-from app.models import Card, LedgerEntry, Program, Purchase, utcnow
+from app.models import Base, Card, LedgerEntry, Program, Purchase, utcnow
 
 MAX_REDEEM_POINTS = 10**9
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
@@ -118,50 +118,69 @@ def commit_purchase(
         return PurchaseResult(earlier, replayed=True)
     card = verify_card_code(session, program, request.code, lock=True)
     quote = _price(program, card, request)
-    purchase = Purchase(
-        program_id=program.id,
-        card_id=card.id,
-        location_id=actor.location_id,
-        staff_id=actor.staff_id,
-        api_key_id=actor.api_key_id,
-        amount=quote.amount,
-        discount=quote.discount_total,
-        amount_due=quote.amount_due,
-        points_earned=quote.points_earned,
-        points_redeemed=quote.points_redeemed,
-        lines=[{"kind": line.kind, "label": line.label, "amount": line.amount} for line in quote.lines],
-        points_after=quote.points_after,
-        tier_after=quote.tier_after,
-        idempotency_key=idempotency_key,
-        request_fingerprint=request.fingerprint(),
-    )
-    session.add(purchase)
-    session.flush()
-    for kind, points in (("redeem", -quote.points_redeemed), ("earn", quote.points_earned)):
-        if points:
-            session.add(LedgerEntry(card_id=card.id, kind=kind, points=points, purchase_id=purchase.id,
-                                    staff_id=actor.staff_id, api_key_id=actor.api_key_id))
+    # The writes are Core statements: the purchase path is the hot path, and the unit of work adds nothing here.
+    values = {
+        "program_id": program.id,
+        "card_id": card.id,
+        "location_id": actor.location_id,
+        "staff_id": actor.staff_id,
+        "api_key_id": actor.api_key_id,
+        "amount": quote.amount,
+        "discount": quote.discount_total,
+        "amount_due": quote.amount_due,
+        "points_earned": quote.points_earned,
+        "points_redeemed": quote.points_redeemed,
+        "lines": [{"kind": line.kind, "label": line.label, "amount": line.amount} for line in quote.lines],
+        "points_after": quote.points_after,
+        "tier_after": quote.tier_after,
+        "idempotency_key": idempotency_key,
+        "request_fingerprint": request.fingerprint(),
+        "status": "committed",
+    }
+    purchase_id: int = session.execute(_INSERT_PURCHASE, values).scalar_one()
+    ledger_rows = [
+        {"card_id": card.id, "kind": kind, "points": points, "purchase_id": purchase_id,
+         "staff_id": actor.staff_id, "api_key_id": actor.api_key_id, "note": ""}
+        for kind, points in (("redeem", -quote.points_redeemed), ("earn", quote.points_earned))
+        if points
+    ]
+    if ledger_rows:
+        session.execute(_INSERT_LEDGER, ledger_rows)
     session.execute(
-        update(Card)
-        .where(Card.id == card.id)
-        .values(
-            points=Card.points + (quote.points_earned - quote.points_redeemed),
-            lifetime_spend=Card.lifetime_spend + quote.amount_due,
-            tier=quote.tier_after,
-            updated_at=utcnow(),
-        )
+        _UPDATE_CARD_BALANCE,
+        {"card_id": card.id, "points_delta": quote.points_earned - quote.points_redeemed,
+         "spend_delta": quote.amount_due, "tier": quote.tier_after, "now": utcnow()},
     )
-    session.flush()
+    purchase = Purchase(id=purchase_id, **values)
     return PurchaseResult(purchase, replayed=False)
+
+
+_purchases = Base.metadata.tables["purchases"]
+_cards = Base.metadata.tables["cards"]
+_INSERT_PURCHASE = insert(_purchases).returning(_purchases.c.id)
+_INSERT_LEDGER = insert(Base.metadata.tables["ledger_entries"])
+_UPDATE_CARD_BALANCE = (
+    update(_cards)
+    .where(_cards.c.id == bindparam("card_id"))
+    .values(
+        points=_cards.c.points + bindparam("points_delta"),
+        lifetime_spend=_cards.c.lifetime_spend + bindparam("spend_delta"),
+        tier=bindparam("tier"),
+        updated_at=bindparam("now"),
+    )
+)
+
+
+_PURCHASE_BY_KEY = (
+    select(Purchase)
+    .where(Purchase.program_id == bindparam("program_id"), Purchase.idempotency_key == bindparam("key"))
+    .execution_options(populate_existing=True)
+)
 
 
 def find_replay(session: Session, program: Program, idempotency_key: str, fingerprint: str) -> Purchase | None:
     """The purchase an earlier request with this key made, or None; the same key with another body is refused."""
-    purchase = session.scalar(
-        select(Purchase)
-        .where(Purchase.program_id == program.id, Purchase.idempotency_key == idempotency_key)
-        .execution_options(populate_existing=True)
-    )
+    purchase = session.scalar(_PURCHASE_BY_KEY, {"program_id": program.id, "key": idempotency_key})
     if purchase is not None and purchase.request_fingerprint != fingerprint:
         raise IdempotencyConflict(
             "This Idempotency-Key was already used for a different purchase; make a new key for each purchase."

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,13 @@ def active_signing_key(session: Session, program_id: int) -> SigningKey:
 
 
 def public_key_of(signing_key: SigningKey) -> Ed25519PublicKey:
-    return Ed25519PublicKey.from_public_bytes(signing_key.public_key)
+    return _public_key(signing_key.public_key)
+
+
+@lru_cache(maxsize=256)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    # Keyed by the key's bytes, so a removed or replaced key can never be served from here by its kid.
+    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def jwks(session: Session) -> dict[str, Any]:
