@@ -37,7 +37,12 @@ def _make_sqlite_transactional(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # IMMEDIATE unless the caller declared the transaction read-only (see `begin_reading`).
+        mode = connection.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+SQLITE_BEGIN = "sqlite_begin"
 
 
 class Database:
@@ -70,6 +75,30 @@ def get_session() -> Session:
         g.db_session = db.pinned_session or db.sessionmaker()
     session: Session = g.db_session
     return session
+
+
+def begin_reading(session: Session) -> None:
+    """Declare that the session's transaction will only read, until `start_writing`.
+
+    On SQLite it then begins DEFERRED and takes no write lock: readers never wait for the one database-wide
+    write lock, and a purchase holds it only for its writes. Other engines are not affected.
+    """
+    if _is_sqlite(session) and not session.in_transaction():
+        session.connection(execution_options={SQLITE_BEGIN: "DEFERRED"})
+
+
+def start_writing(session: Session) -> None:
+    """End a read-only transaction so the next statement begins a write transaction (BEGIN IMMEDIATE on SQLite).
+
+    On PostgreSQL, which locks rows rather than the database, the transaction simply goes on.
+    """
+    if _is_sqlite(session) and session.in_transaction():
+        session.commit()
+
+
+def _is_sqlite(session: Session) -> bool:
+    # A test's pinned session lives inside one outer transaction that must stay whole.
+    return session.get_bind().dialect.name == "sqlite" and session is not get_db().pinned_session
 
 
 def _close_session(_exc: BaseException | None) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from app.domain.card_code import new_serial, parse_card_code, sign_card_code, verify_signature
+from app.domain.card_code import ParsedCode, new_serial, parse_card_code, sign_card_code, verify_signature
 from app.domain.errors import CardRevoked, Conflict, InvalidCardCode, NotFound, WrongProgram
 from app.domain.signing import KeyStore, active_signing_key, public_key_of
 from app.models import Card, LedgerEntry, Program, RetiredSerial, SigningKey
@@ -48,6 +48,11 @@ def verify_card_code(session: Session, program: Program, code: object, *, lock: 
 
     With `lock`, the card row is read FOR UPDATE, so the caller may then change its balance safely.
     """
+    return load_card(session, program, check_code_signature(session, program, code), lock=lock)
+
+
+def check_code_signature(session: Session, program: Program, code: object) -> ParsedCode:
+    """The first half of `verify_card_code`: the code is well formed, signed by a known key, of this program."""
     parsed = parse_card_code(code)
     signing_key = session.scalar(_SIGNING_KEY_BY_KID, {"kid": parsed.kid})
     if signing_key is None or signing_key.status == "removed":
@@ -57,6 +62,11 @@ def verify_card_code(session: Session, program: Program, code: object, *, lock: 
     verify_signature(parsed, signer.slug, public_key_of(signing_key))
     if signer.id != program.id:
         raise WrongProgram(f"This is a card of {signer.name}, not of {program.name}.")
+    return parsed
+
+
+def load_card(session: Session, program: Program, parsed: ParsedCode, *, lock: bool = False) -> Card:
+    """The second half of `verify_card_code`: the card a checked code names, unless revoked or replaced."""
     card = session.scalar(_CARD_FOR_UPDATE if lock else _CARD, {"serial": parsed.serial, "program_id": program.id})
     if card is None:
         if session.get(RetiredSerial, parsed.serial) is not None:

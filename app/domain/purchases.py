@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.domain.cards import verify_card_code
+from app.domain.cards import check_code_signature, load_card, verify_card_code
 from app.domain.errors import (
     AlreadyVoided,
     IdempotencyConflict,
@@ -105,18 +105,32 @@ class PurchaseResult:
     replayed: bool
 
 
+def _reads_only() -> None:
+    """The default `begin_writing`: reads and writes share one transaction."""
+
+
 def commit_purchase(
-    session: Session, program: Program, request: PurchaseRequest, actor: Actor, idempotency_key: str
+    session: Session,
+    program: Program,
+    request: PurchaseRequest,
+    actor: Actor,
+    idempotency_key: str,
+    *,
+    begin_writing: Callable[[], None] = _reads_only,
 ) -> PurchaseResult:
     """Commit the purchase once per idempotency key. A repeat with the same body returns the first result.
 
-    A twin request that commits while this one waits for the card's lock makes this one's INSERT fail on the
+    Everything before `begin_writing()` only reads (the replay check and the code's signature), so a caller on
+    SQLite, whose one write lock covers the whole database, can take that lock there and hold it only for the
+    writes. A twin request that commits while this one waits for the lock makes this one's INSERT fail on the
     (program, idempotency key) constraint; the caller then rolls back and answers `find_replay`'s purchase.
     """
     earlier = find_replay(session, program, idempotency_key, request.fingerprint())
     if earlier is not None:
         return PurchaseResult(earlier, replayed=True)
-    card = verify_card_code(session, program, request.code, lock=True)
+    parsed = check_code_signature(session, program, request.code)
+    begin_writing()
+    card = load_card(session, program, parsed, lock=True)
     quote = _price(program, card, request)
     # The writes are Core statements: the purchase path is the hot path, and the unit of work adds nothing here.
     values = {

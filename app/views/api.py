@@ -12,7 +12,7 @@ from flask import Blueprint, Response, g, jsonify, request, url_for
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app.db import get_session
+from app.db import begin_reading, get_session, start_writing
 from app.domain.cards import card_code, display_name, get_card, verify_card_code
 from app.domain.enrollment import enroll_customer, find_enrolled, parse_enrollment
 from app.domain.errors import AlreadyEnrolled, DomainError, ValidationError
@@ -51,7 +51,9 @@ def _authenticate() -> None:
         return
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
-    api_key = authenticate_api_key(get_session(), key.strip() if scheme.lower() == "bearer" else None)
+    session = get_session()
+    begin_reading(session)  # views that write call start_writing (directly or through the domain) first
+    api_key = authenticate_api_key(session, key.strip() if scheme.lower() == "bearer" else None)
     g.api_key = api_key
     g.program = api_key.program
 
@@ -94,6 +96,7 @@ def create_enrollment():  # type: ignore[no-untyped-def]
     session = get_session()
     program: Program = g.program
     enrollment = parse_enrollment(_json_body())
+    start_writing(session)
     try:
         card = enroll_customer(session, program, enrollment, channel="api", location_id=g.api_key.location_id)
         code = card_code(session, card, get_keys())
@@ -148,7 +151,8 @@ def create_purchase():  # type: ignore[no-untyped-def]
     key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
     purchase_request = parse_purchase_request(_json_body(), program.currency)
     try:
-        result = commit_purchase(session, program, purchase_request, _actor(), key)
+        result = commit_purchase(session, program, purchase_request, _actor(), key,
+                                 begin_writing=lambda: start_writing(session))
         body = purchase_json(result.purchase, program.currency)
         session.commit()
         replayed = result.replayed
@@ -170,6 +174,7 @@ def create_purchase():  # type: ignore[no-untyped-def]
 def void(purchase_id: int):  # type: ignore[no-untyped-def]
     """Reverse a purchase's points and spend exactly; a second void is refused."""
     session = get_session()
+    start_writing(session)
     purchase = void_purchase(session, g.program, purchase_id, _actor())
     card = purchase.card
     body = {"id": purchase.id, "status": purchase.status, "points": card.points, "tier": card.tier}
