@@ -132,3 +132,23 @@ def test_a_void_that_would_go_below_zero_is_refused_until_the_later_one_is_voide
     assert client.post(f"/api/v1/purchases/{earn['id']}/void", headers=kit.headers).json["points"] == 50
     card = _card(db_session, member["serial"])
     assert card.points == _ledger_sum(db_session, card) == 50
+
+
+def test_a_retry_gets_its_first_answer_even_when_the_card_would_now_refuse_it(
+    client: FlaskClient, make_program, enroll, runner
+) -> None:
+    kit = make_program()
+    member = enroll(kit)
+    body = {"code": member["code"], "amount": "1.00", "redeem_points": 50}  # every point the card has
+    headers = kit.purchase_headers()
+    first = client.post("/api/v1/purchases", json=body, headers=headers)
+    assert first.status_code == 201
+    # The balance no longer covers the redemption, and then the card is revoked: a retry still gets the receipt.
+    again = client.post("/api/v1/purchases", json=body, headers=headers)
+    assert (again.status_code, again.json) == (201, first.json)
+    assert runner.invoke(args=["cards", "revoke", member["serial"]]).exit_code == 0
+    after_revoke = client.post("/api/v1/purchases", json=body, headers=headers)
+    assert (after_revoke.status_code, after_revoke.json) == (201, first.json)
+    # A new purchase on the revoked card is refused.
+    fresh = client.post("/api/v1/purchases", json=body, headers=kit.purchase_headers())
+    assert fresh.json["code"] == "revoked_card"

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from app.domain.cards import check_code_signature, load_card, verify_card_code
 from app.domain.errors import (
     AlreadyVoided,
+    DomainError,
     IdempotencyConflict,
     NotFound,
     PointsAlreadySpent,
@@ -118,20 +119,25 @@ def commit_purchase(
     *,
     begin_writing: Callable[[], None] = _reads_only,
 ) -> PurchaseResult:
-    """Commit the purchase once per idempotency key. A repeat with the same body returns the first result.
+    """Commit the purchase once per idempotency key. A repeat with the same body gets the first result.
 
-    Everything before `begin_writing()` only reads (the replay check and the code's signature), so a caller on
-    SQLite, whose one write lock covers the whole database, can take that lock there and hold it only for the
-    writes. A twin request that commits while this one waits for the lock makes this one's INSERT fail on the
-    (program, idempotency key) constraint; the caller then rolls back and answers `find_replay`'s purchase.
+    A repeat is caught by the (program, idempotency key) constraint: its INSERT fails, and the caller rolls
+    back and answers `find_replay`'s purchase. That keeps the replay check off the path every new purchase
+    takes; a repeat that the card or its balance would now refuse is still answered as it first was.
+
+    Everything before `begin_writing()` only reads (the code's signature), so a caller on SQLite, whose one
+    write lock covers the whole database, can take that lock there and hold it only for the writes.
     """
-    earlier = find_replay(session, program, idempotency_key, request.fingerprint())
-    if earlier is not None:
-        return PurchaseResult(earlier, replayed=True)
-    parsed = check_code_signature(session, program, request.code)
-    begin_writing()
-    card = load_card(session, program, parsed, lock=True)
-    quote = _price(program, card, request)
+    try:
+        parsed = check_code_signature(session, program, request.code)
+        begin_writing()
+        card = load_card(session, program, parsed, lock=True)
+        quote = _price(program, card, request)
+    except DomainError:
+        earlier = find_replay(session, program, idempotency_key, request.fingerprint())
+        if earlier is not None:
+            return PurchaseResult(earlier, replayed=True)
+        raise
     # The writes are Core statements: the purchase path is the hot path, and the unit of work adds nothing here.
     values = {
         "program_id": program.id,

@@ -157,7 +157,7 @@ def create_purchase():  # type: ignore[no-untyped-def]
         session.commit()
         replayed = result.replayed
     except IntegrityError:
-        # A twin request with this key committed between our check and our insert.
+        # This key was used before (a retry, or a twin request racing this one): answer what it got.
         session.rollback()
         earlier = find_replay(session, program, key, purchase_request.fingerprint())
         if earlier is None:
