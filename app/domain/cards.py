@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.domain.card_code import ParsedCode, new_serial, parse_card_code, sign_card_code, verify_signature
 from app.domain.errors import CardRevoked, Conflict, InvalidCardCode, NotFound, WrongProgram
-from app.domain.signing import KeyStore, active_signing_key, public_key_of
+from app.domain.signing import KeyStore, active_signing_key, public_key_from_bytes
 from app.models import Card, LedgerEntry, Program, RetiredSerial, SigningKey
 
 _SERIAL = re.compile(r"[A-Z2-7]{13}")
@@ -37,10 +37,43 @@ def card_code(session: Session, card: Card, keys: KeyStore) -> str:
     return sign_card_code(keys.load(signing_key.kid), signing_key.kid, card.program.slug, card.serial)
 
 
-# Built once: the scan and purchase paths run these on every request.
+@dataclass(frozen=True)
+class Signer:
+    """What a key id stands for: the program it signs for and its public key. Never changes for a kid."""
+
+    kid: str
+    program_id: int
+    public_key: bytes
+
+
+@dataclass(frozen=True)
+class CheckedCode:
+    """A code whose signature verified; `load_card` confirms the signer is still registered and not removed."""
+
+    parsed: ParsedCode
+    signer: Signer
+
+
+# Signers by kid, so the signature check needs no query. An entry is only a hint: `load_card`'s query confirms
+# that this very key is registered and not removed, so a removal takes effect at once in every process.
+_signers: dict[str, Signer] = {}
+_SIGNERS_KEPT = 1024
+
 _SIGNING_KEY_BY_KID = select(SigningKey).where(SigningKey.kid == bindparam("kid"))
-_CARD = select(Card).where(Card.serial == bindparam("serial"), Card.program_id == bindparam("program_id"))
-_CARD_FOR_UPDATE = _CARD.with_for_update().execution_options(populate_existing=True)
+_SIGNER_STILL_VALID = (
+    select(SigningKey.id)
+    .where(
+        SigningKey.kid == bindparam("kid"),
+        SigningKey.program_id == bindparam("program_id"),
+        SigningKey.public_key == bindparam("public_key"),
+        SigningKey.status != "removed",
+    )
+    .exists()
+)
+_CARD = select(Card).where(
+    Card.serial == bindparam("serial"), Card.program_id == bindparam("program_id"), _SIGNER_STILL_VALID
+)
+_CARD_FOR_UPDATE = _CARD.with_for_update(of=Card).execution_options(populate_existing=True)
 
 
 def verify_card_code(session: Session, program: Program, code: object, *, lock: bool = False) -> Card:
@@ -51,30 +84,63 @@ def verify_card_code(session: Session, program: Program, code: object, *, lock: 
     return load_card(session, program, check_code_signature(session, program, code), lock=lock)
 
 
-def check_code_signature(session: Session, program: Program, code: object) -> ParsedCode:
+def check_code_signature(session: Session, program: Program, code: object) -> CheckedCode:
     """The first half of `verify_card_code`: the code is well formed, signed by a known key, of this program."""
     parsed = parse_card_code(code)
-    signing_key = session.scalar(_SIGNING_KEY_BY_KID, {"kid": parsed.kid})
-    if signing_key is None or signing_key.status == "removed":
-        raise InvalidCardCode("This card code was signed by a key we do not know.")
-    signer = session.get(Program, signing_key.program_id)
-    assert signer is not None
-    verify_signature(parsed, signer.slug, public_key_of(signing_key))
-    if signer.id != program.id:
-        raise WrongProgram(f"This is a card of {signer.name}, not of {program.name}.")
-    return parsed
+    signer = _signers.get(parsed.kid)
+    if signer is None or not _signature_holds(session, parsed, signer):
+        # Not known here yet, or known by a key the database no longer has (a test's rolled-back key, say).
+        signer = _signer_from_database(session, parsed.kid)
+        if not _signature_holds(session, parsed, signer):
+            raise InvalidCardCode("This card code has been altered or was not issued by us.")
+        if len(_signers) >= _SIGNERS_KEPT:
+            _signers.clear()
+        _signers[parsed.kid] = signer
+    if signer.program_id != program.id:
+        other = session.get(Program, signer.program_id)
+        raise WrongProgram(f"This is a card of {other.name if other else 'another program'}, not of {program.name}.")
+    return CheckedCode(parsed, signer)
 
 
-def load_card(session: Session, program: Program, parsed: ParsedCode, *, lock: bool = False) -> Card:
+def load_card(session: Session, program: Program, checked: CheckedCode, *, lock: bool = False) -> Card:
     """The second half of `verify_card_code`: the card a checked code names, unless revoked or replaced."""
-    card = session.scalar(_CARD_FOR_UPDATE if lock else _CARD, {"serial": parsed.serial, "program_id": program.id})
+    parsed, signer = checked.parsed, checked.signer
+    card = session.scalar(
+        _CARD_FOR_UPDATE if lock else _CARD,
+        {"serial": parsed.serial, "program_id": program.id, "kid": signer.kid, "public_key": signer.public_key},
+    )
     if card is None:
+        still_valid = session.scalar(
+            select(_SIGNER_STILL_VALID),
+            {"kid": signer.kid, "program_id": signer.program_id, "public_key": signer.public_key},
+        )
+        if not still_valid:
+            _signers.pop(signer.kid, None)
+            raise InvalidCardCode("This card code was signed by a key we do not know.")
         if session.get(RetiredSerial, parsed.serial) is not None:
             raise CardRevoked("This card was replaced by a newer one; ask the member to show their new card.")
         raise InvalidCardCode("This card is not on file.")
     if card.status == "revoked":
         raise CardRevoked("This card has been revoked; ask the member for their new card.")
     return card
+
+
+def _signer_from_database(session: Session, kid: str) -> Signer:
+    signing_key = session.scalar(_SIGNING_KEY_BY_KID, {"kid": kid})
+    if signing_key is None or signing_key.status == "removed":
+        raise InvalidCardCode("This card code was signed by a key we do not know.")
+    return Signer(kid, signing_key.program_id, signing_key.public_key)
+
+
+def _signature_holds(session: Session, parsed: ParsedCode, signer: Signer) -> bool:
+    program = session.get(Program, signer.program_id)
+    if program is None:
+        return False
+    try:
+        verify_signature(parsed, program.slug, public_key_from_bytes(signer.public_key))
+    except InvalidCardCode:
+        return False
+    return True
 
 
 def display_name(name: str) -> str:

@@ -129,9 +129,9 @@ def commit_purchase(
     write lock covers the whole database, can take that lock there and hold it only for the writes.
     """
     try:
-        parsed = check_code_signature(session, program, request.code)
+        checked = check_code_signature(session, program, request.code)
         begin_writing()
-        card = load_card(session, program, parsed, lock=True)
+        card = load_card(session, program, checked, lock=True)
         quote = _price(program, card, request)
     except DomainError:
         earlier = find_replay(session, program, idempotency_key, request.fingerprint())

@@ -112,13 +112,9 @@ def active_signing_key(session: Session, program_id: int) -> SigningKey:
     return key
 
 
-def public_key_of(signing_key: SigningKey) -> Ed25519PublicKey:
-    return _public_key(signing_key.public_key)
-
-
 @lru_cache(maxsize=256)
-def _public_key(raw: bytes) -> Ed25519PublicKey:
-    # Keyed by the key's bytes, so a removed or replaced key can never be served from here by its kid.
+def public_key_from_bytes(raw: bytes) -> Ed25519PublicKey:
+    """Parsed once per key; keyed by the key's bytes, so nothing stale can come back under a reused name."""
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
