@@ -30,6 +30,17 @@ def _body(name: str) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
 
 
+# What a quote and a committed purchase both say: the committed purchase is exactly its quote.
+_PRICED: dict[str, Any] = {
+    "amount": _MONEY,
+    "lines": {"type": "array", "items": _ref("Line")},
+    "discount_total": _MONEY,
+    "amount_due": _MONEY,
+    "points_earned": {"type": "integer"},
+    "points_redeemed": {"type": "integer"},
+}
+_PRICED_FIELDS = list(_PRICED)
+
 _SCHEMAS: dict[str, Any] = {
     "Problem": {
         "type": "object",
@@ -101,14 +112,9 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Quote": {
         "type": "object",
-        "required": ["amount", "lines", "discount_total", "amount_due", "points_earned", "points_redeemed"],
+        "required": _PRICED_FIELDS,
         "properties": {
-            "amount": _MONEY,
-            "lines": {"type": "array", "items": _ref("Line")},
-            "discount_total": _MONEY,
-            "amount_due": _MONEY,
-            "points_earned": {"type": "integer"},
-            "points_redeemed": {"type": "integer"},
+            **_PRICED,
             "points_after": {"type": "integer"},
             "tier_after": {"type": ["string", "null"]},
             "card": _ref("CardSummary"),
@@ -116,16 +122,10 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Purchase": {
         "type": "object",
-        "required": ["id", "amount", "lines", "discount_total", "amount_due", "points_earned",
-                     "points_redeemed", "points", "tier"],
+        "required": ["id", *_PRICED_FIELDS, "points", "tier"],
         "properties": {
             "id": {"type": "integer"},
-            "amount": _MONEY,
-            "lines": {"type": "array", "items": _ref("Line")},
-            "discount_total": _MONEY,
-            "amount_due": _MONEY,
-            "points_earned": {"type": "integer"},
-            "points_redeemed": {"type": "integer"},
+            **_PRICED,
             "points": {"type": "integer", "description": "The balance right after this purchase."},
             "tier": {"type": ["string", "null"]},
         },
