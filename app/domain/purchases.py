@@ -255,33 +255,33 @@ def purchase_json(purchase: Purchase, currency: str) -> dict[str, Any]:
     """The committed purchase as the API returns it, the same on every replay."""
     return {
         "id": purchase.id,
-        "amount": format_amount(purchase.amount, currency),
-        "lines": [
-            {"kind": line["kind"], "label": line["label"], "amount": format_amount(line["amount"], currency)}
-            for line in purchase.lines
-        ],
-        "discount_total": format_amount(purchase.discount, currency),
-        "amount_due": format_amount(purchase.amount_due, currency),
-        "points_earned": purchase.points_earned,
-        "points_redeemed": purchase.points_redeemed,
+        **_priced_json(purchase.amount, purchase.lines, purchase.points_earned, purchase.points_redeemed, currency),
         "points": purchase.points_after,
         "tier": purchase.tier_after,
     }
 
 
 def quote_json(quote: Quote, currency: str) -> dict[str, Any]:
+    """A quote as the API returns it: the same priced fields a committed purchase will carry."""
+    lines = [{"kind": line.kind, "label": line.label, "amount": line.amount} for line in quote.lines]
     return {
-        "amount": format_amount(quote.amount, currency),
-        "lines": [
-            {"kind": line.kind, "label": line.label, "amount": format_amount(line.amount, currency)}
-            for line in quote.lines
-        ],
-        "discount_total": format_amount(quote.discount_total, currency),
-        "amount_due": format_amount(quote.amount_due, currency),
-        "points_earned": quote.points_earned,
-        "points_redeemed": quote.points_redeemed,
+        **_priced_json(quote.amount, lines, quote.points_earned, quote.points_redeemed, currency),
         "points_after": quote.points_after,
         "tier_after": quote.tier_after,
+    }
+
+
+def _priced_json(
+    amount: int, lines: list[dict[str, Any]], points_earned: int, points_redeemed: int, currency: str
+) -> dict[str, Any]:
+    discount = sum(line["amount"] for line in lines)
+    return {
+        "amount": format_amount(amount, currency),
+        "lines": [{**line, "amount": format_amount(line["amount"], currency)} for line in lines],
+        "discount_total": format_amount(discount, currency),
+        "amount_due": format_amount(amount - discount, currency),
+        "points_earned": points_earned,
+        "points_redeemed": points_redeemed,
     }
 
 
