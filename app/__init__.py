@@ -23,21 +23,26 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
 
-    from app import cli, db, keys, problems, security
+    from app import auth, cli, db, keys, problems, security
     from app.converters import DatabaseIdConverter
 
     app.url_map.converters["id"] = DatabaseIdConverter
-    from app.views import api, customer, public
+    from app.views import api, cashier, customer, manager, public
+    from app.views import auth as auth_views
 
     db.init_app(app)
     keys.init_app(app)
     security.init_app(app)
+    auth.init_app(app)
     problems.init_app(app)
     cli.init_app(app)
 
     app.register_blueprint(public.bp)
     app.register_blueprint(customer.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(auth_views.bp)
+    app.register_blueprint(cashier.bp)
+    app.register_blueprint(manager.bp)
     if app.config["BENCH_REFERENCE_ENDPOINT"]:
         from app.views import bench_reference
 

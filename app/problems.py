@@ -26,21 +26,32 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> Re
     return response
 
 
-def _wants_json() -> bool:
-    return request.path.startswith("/api/")
+def wants_json() -> bool:
+    """API callers and the pages' own scripts get problem JSON; people get an HTML page."""
+    return request.path.startswith("/api/") or request.blueprint in JSON_BLUEPRINTS
+
+
+# Blueprints whose every route answers JSON (the scan page's script calls them).
+JSON_BLUEPRINTS: set[str] = set()
 
 
 def init_app(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def _domain_error(error: DomainError) -> Any:
-        if _wants_json():
-            return problem(error.status, error.code, error.title, error.detail, **error.extra)
-        return render_template("error.html", title=error.title, detail=error.detail), error.status
+        if wants_json():
+            response = problem(error.status, error.code, error.title, error.detail, **error.extra)
+        else:
+            response = app.make_response(
+                (render_template("error.html", title=error.title, detail=error.detail), error.status)
+            )
+        if "retry_after" in error.extra:
+            response.headers["Retry-After"] = str(error.extra["retry_after"])
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Any:
         status = error.code or 500
-        if _wants_json():
+        if wants_json():
             code = _HTTP_CODES.get(status, "http_error")
             response = problem(status, code, error.name, error.description or error.name)
             if isinstance(error, MethodNotAllowed) and error.valid_methods:
@@ -51,7 +62,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Any:
         app.logger.exception("Unhandled error", exc_info=error)
-        if _wants_json():
+        if wants_json():
             return problem(500, "internal_error", "Internal error",
                            "Something went wrong on our side; nothing was changed. Try again.")
         return render_template("error.html", title="Something went wrong",

@@ -9,6 +9,8 @@
     │   ├── AlreadyVoided       a purchase can be voided once
     │   └── PointsAlreadySpent  a void would take the balance below zero
     ├── IdempotencyConflict     the same Idempotency-Key came with a different request (422)
+    ├── RateLimited             too many attempts; `retry_after` says when to try again (429)
+    ├── Forbidden               signed in, but this is not for your role or program (403)
     └── CardRefused             a scanned code is not a valid card of this program (422)
         ├── InvalidCardCode     malformed, tampered, truncated or signed by an unknown key
         ├── WrongProgram        a valid card of another program
@@ -74,6 +76,18 @@ class AlreadyVoided(Conflict):
 class PointsAlreadySpent(Conflict):
     code = "points_already_spent"
     title = "Points already spent"
+
+
+class RateLimited(DomainError):
+    code = "rate_limited"
+    status = 429
+    title = "Too many requests"
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+    status = 403
+    title = "Forbidden"
 
 
 class IdempotencyConflict(DomainError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import re
@@ -15,6 +16,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.domain.errors import Conflict, NotFound, Unauthorized, ValidationError
 from app.domain.money import currency_exponent
+from app.domain.ratelimit import Limit, check_rate, clear_hits, count_hit
 from app.domain.rules import rules_from_json
 from app.domain.signing import KeyStore, create_signing_key
 from app.models import ApiKey, Location, Program, Staff, utcnow
@@ -109,8 +111,28 @@ def create_staff(session: Session, program: Program, *, email: str, role: str, p
     return staff
 
 
-def check_staff_password(staff: Staff, password: str) -> bool:
-    return staff.active and check_password_hash(staff.password_hash, password)
+SIGN_IN_PER_DEVICE = Limit(hits=20, seconds=600, what="sign-in attempts from this device")
+FAILED_SIGN_IN_PER_ACCOUNT = Limit(hits=5, seconds=900, what="failed sign-ins for this account")
+# Checked against when the email is unknown, so a wrong email costs the same time as a wrong password.
+_DUMMY_HASH = generate_password_hash("not a real password")
+
+
+def authenticate_staff(session: Session, email: str, password: str, *, source: str, now: dt.datetime) -> Staff:
+    """The active staff member with this email and password, or Unauthorized; rate-limited per device and
+    per account. Attempts are counted in `session`, so the caller commits whether or not this succeeds."""
+    email = email.strip().lower()
+    device_key, account_key = f"sign-in:device:{source}", f"sign-in:account:{email}"
+    check_rate(session, device_key, SIGN_IN_PER_DEVICE, now)
+    check_rate(session, account_key, FAILED_SIGN_IN_PER_ACCOUNT, now)
+    count_hit(session, device_key, SIGN_IN_PER_DEVICE, now)
+    staff = session.scalar(select(Staff).where(Staff.email == email))
+    if not check_password_hash(staff.password_hash if staff else _DUMMY_HASH, password) or staff is None:
+        count_hit(session, account_key, FAILED_SIGN_IN_PER_ACCOUNT, now)
+        raise Unauthorized("Wrong email or password.")
+    if not staff.active:
+        raise Unauthorized("This account has been disabled; ask your manager.")
+    clear_hits(session, account_key)
+    return staff
 
 
 def create_api_key(session: Session, location: Location, label: str = "") -> tuple[ApiKey, str]:

@@ -5,6 +5,7 @@ from app.models.card import LEDGER_KINDS, Card, LedgerEntry, RetiredSerial
 from app.models.people import ApiKey, Customer, Staff
 from app.models.program import Location, Program, SigningKey
 from app.models.purchase import Purchase
+from app.models.ratelimit import RateLimitWindow
 
 __all__ = [
     "LEDGER_KINDS",
@@ -16,6 +17,7 @@ __all__ = [
     "Location",
     "Program",
     "Purchase",
+    "RateLimitWindow",
     "RetiredSerial",
     "SigningKey",
     "Staff",
