@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.domain.errors import RateLimited
@@ -39,8 +40,17 @@ def count_hit(session: Session, key: str, limit: Limit, now: dt.datetime) -> Non
         .execution_options(populate_existing=True)
     )
     if window is None:
-        session.add(RateLimitWindow(key=key, window_start=now, hits=1))
-    elif _open(window, limit, now):
+        try:
+            with session.begin_nested():  # another server may open the same window at the same moment
+                session.add(RateLimitWindow(key=key, window_start=now, hits=1))
+            return
+        except IntegrityError:
+            window = session.scalar(
+                select(RateLimitWindow).where(RateLimitWindow.key == key).with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            assert window is not None
+    if _open(window, limit, now):
         window.hits += 1
     else:
         window.window_start, window.hits = now, 1
