@@ -20,6 +20,7 @@ from sqlalchemy.orm import joinedload
 from app.db import get_session
 from app.domain.errors import Forbidden, Unauthorized
 from app.models import Staff
+from app.problems import wants_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,8 +72,6 @@ def staff_required(*roles: str) -> Callable[[F], F]:
         def guarded(*args: Any, **kwargs: Any) -> Any:
             staff = current_staff()
             if staff is None:
-                from app.problems import wants_json
-
                 if wants_json():
                     raise Unauthorized("Your session has ended; sign in again.")
                 return redirect(url_for("auth.sign_in_page", next=request.full_path.rstrip("?")))
