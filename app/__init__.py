@@ -42,6 +42,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(auth_views.bp)
     app.register_blueprint(cashier.bp)
+    app.register_blueprint(cashier.api_bp)
     app.register_blueprint(manager.bp)
     if app.config["BENCH_REFERENCE_ENDPOINT"]:
         from app.views import bench_reference

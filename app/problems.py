@@ -32,7 +32,7 @@ def wants_json() -> bool:
 
 
 # Blueprints whose every route answers JSON (the scan page's script calls them).
-JSON_BLUEPRINTS: set[str] = set()
+JSON_BLUEPRINTS: set[str] = {"cashier_api"}
 
 
 def init_app(app: Flask) -> None:

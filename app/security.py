@@ -27,9 +27,11 @@ def _check_csrf() -> None:
     # The JSON API authenticates with bearer keys, not cookies, so it has nothing to forge.
     if request.method in _SAFE_METHODS or request.path.startswith("/api/"):
         return
-    sent = request.form.get("csrf_token", "")
+    # Forms send the token as a field; the pages' scripts send it in a header, as fetch() has no form.
+    sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
     expected = session.get("csrf", "")
-    if not expected or not hmac.compare_digest(sent, expected):
+    # As bytes: compare_digest raises TypeError on a str with non-ASCII characters, which anyone can send.
+    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
         abort(400, "The form expired or was sent from another site. Reload the page and try again.")
 
 

@@ -10,16 +10,16 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, case, null, select, update
 from sqlalchemy.orm import Session, joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.domain.errors import Conflict, NotFound, Unauthorized, ValidationError
 from app.domain.money import currency_exponent
 from app.domain.ratelimit import Limit, check_rate, clear_hits, count_hit
-from app.domain.rules import rules_from_json
+from app.domain.rules import ProgramRules, rules_from_json
 from app.domain.signing import KeyStore, create_signing_key
-from app.models import ApiKey, Location, Program, Staff, utcnow
+from app.models import ApiKey, Card, Location, Program, Staff, utcnow
 
 STAFF_ROLES = ("cashier", "manager")
 API_KEY_PREFIX = "lk"
@@ -110,6 +110,47 @@ def create_staff(session: Session, program: Program, *, email: str, role: str, p
     session.flush()
     return staff
 
+
+
+def update_program_rules(session: Session, program: Program, rules: ProgramRules) -> Program:
+    """Replace the program's core rules; they price the next quote. Cards whose tier the new thresholds change
+    are moved to their new tier now, so a scan shows the same tier the next purchase is priced with."""
+    # Keys this version does not know (written by a newer one, or by hand) are kept, not silently dropped.
+    program.rules = {**program.rules, **rules.to_json()}
+    tier = (
+        case(*((Card.lifetime_spend >= t.min_spend, t.name) for t in sorted(rules.tiers, key=lambda t: -t.min_spend)),
+             else_=null())
+        if rules.tiers else null()
+    )
+    session.execute(
+        update(Card)
+        .where(Card.program_id == program.id, Card.tier.is_distinct_from(tier))
+        .values(tier=tier, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()
+    return program
+
+
+def list_staff(session: Session, program: Program) -> list[Staff]:
+    """The program's staff: managers first, then cashiers, each by email."""
+    return list(session.scalars(
+        select(Staff).where(Staff.program_id == program.id).order_by(Staff.role.desc(), Staff.email)
+    ))
+
+
+def set_staff_active(session: Session, program: Program, staff_id: int, *, active: bool, by: Staff) -> Staff:
+    """Disable or re-enable a member of the program's staff. A disabled account cannot sign in, and its open
+    sessions end at their next request (app/auth.py checks `active` every time)."""
+    staff = session.scalar(select(Staff).where(Staff.id == staff_id, Staff.program_id == program.id))
+    if staff is None:
+        raise NotFound(f"No member of staff {staff_id} in {program.name}.")
+    if staff.id == by.id and not active:
+        # Otherwise a program could lose its last manager with one click, and only an operator could undo it.
+        raise Conflict("You cannot disable your own account; ask another manager or the operator.")
+    staff.active = active
+    session.flush()
+    return staff
 
 SIGN_IN_PER_DEVICE = Limit(hits=20, seconds=600, what="sign-in attempts from this device")
 FAILED_SIGN_IN_PER_ACCOUNT = Limit(hits=5, seconds=900, what="failed sign-ins for this account")

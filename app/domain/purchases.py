@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from app.domain.cards import check_code_signature, load_card, verify_card_code
 from app.domain.errors import (
@@ -249,6 +249,17 @@ def void_purchase(session: Session, program: Program, purchase_id: int, actor: A
     session.flush()
     session.refresh(card)
     return purchase
+
+
+def recent_purchases(session: Session, program: Program, *, staff_id: int, limit: int = 10) -> list[Purchase]:
+    """The latest purchases a member of staff rang up in this program, newest first: their till's void list."""
+    return list(session.scalars(
+        select(Purchase)
+        .where(Purchase.program_id == program.id, Purchase.staff_id == staff_id)
+        .order_by(Purchase.id.desc())
+        .limit(limit)
+        .options(joinedload(Purchase.card).joinedload(Card.customer))
+    ))
 
 
 def purchase_json(purchase: Purchase, currency: str) -> dict[str, Any]:

@@ -6,17 +6,17 @@ import datetime as dt
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import Customer, Location, Program
+from app.domain.dashboard import daily_enrollments
+from app.models import Program
 
 PERIODS = ("day", "week", "month")
 
 
-def period_start(moment: dt.datetime, period: str) -> dt.date:
+def period_start(moment: dt.datetime | dt.date, period: str) -> dt.date:
     """The first day of the day, ISO week (Monday) or month that holds the moment."""
-    day = moment.date()
+    day = moment.date() if isinstance(moment, dt.datetime) else moment
     if period == "day":
         return day
     if period == "week":
@@ -27,24 +27,21 @@ def period_start(moment: dt.datetime, period: str) -> dt.date:
 
 
 def enrollment_counts(session: Session, program: Program, period: str) -> dict[str, Any]:
-    """Enrollments per period, in total, by channel and by location name (oldest period first)."""
-    locations: dict[int | None, str] = {
-        location_id: name
-        for location_id, name in session.execute(
-            select(Location.id, Location.name).where(Location.program_id == program.id)
-        ).tuples()
-    }
-    rows = session.execute(
-        select(Customer.created_at, Customer.channel, Customer.location_id).where(Customer.program_id == program.id)
-    ).all()
+    """Enrollments per period, in total, by channel and by location name (oldest period first).
+
+    The database counts per UTC day (one row per day, channel and location, however many members); the days
+    are then folded into weeks or months here, which is the same on every engine.
+    """
+    if period not in PERIODS:
+        raise ValueError(f"unknown period {period!r}")
     totals: Counter[dt.date] = Counter()
     by_channel: Counter[tuple[dt.date, str]] = Counter()
     by_location: Counter[tuple[dt.date, str]] = Counter()
-    for created_at, channel, location_id in rows:
-        start = period_start(created_at, period)
-        totals[start] += 1
-        by_channel[start, channel] += 1
-        by_location[start, locations.get(location_id, "online")] += 1
+    for row in daily_enrollments(session, program, since=None, online="online"):
+        start = period_start(row.day, period)
+        totals[start] += row.count
+        by_channel[start, row.channel] += row.count
+        by_location[start, row.location] += row.count
     return {
         "period": period,
         "total": sum(totals.values()),

@@ -6,43 +6,27 @@ errors and become RFC 9457 problems in app/problems.py.
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint, Response, g, jsonify, request, url_for
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.db import begin_reading, get_session, start_writing
-from app.domain.cards import card_code, display_name, get_card, verify_card_code
+from app.domain.cards import card_code, get_card
 from app.domain.enrollment import enroll_customer, find_enrolled, parse_enrollment
-from app.domain.errors import AlreadyEnrolled, DomainError, ValidationError
+from app.domain.errors import AlreadyEnrolled, ValidationError
 from app.domain.money import format_amount
 from app.domain.programs import authenticate_api_key
-from app.domain.purchases import (
-    Actor,
-    commit_purchase,
-    find_replay,
-    parse_purchase_request,
-    purchase_json,
-    quote_json,
-    quote_purchase,
-    validate_idempotency_key,
-    void_purchase,
-)
+from app.domain.purchases import Actor
 from app.domain.stats import PERIODS, enrollment_counts
 from app.keys import get_keys
-from app.models import ApiKey, Card, LedgerEntry, Program
+from app.models import ApiKey, LedgerEntry, Program
 from app.openapi import openapi_document
+from app.views import till
+from app.views.till import card_summary, json_body
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 _PUBLIC_ENDPOINTS = {"api.openapi"}
-
-
-class InvalidJson(DomainError):
-    code = "invalid_json"
-    status = 400
-    title = "Malformed JSON"
 
 
 @bp.before_request
@@ -63,27 +47,6 @@ def _actor() -> Actor:
     return Actor(api_key_id=api_key.id, location_id=api_key.location_id)
 
 
-def _json_body() -> dict[str, Any]:
-    try:
-        data = request.get_json(force=True, silent=True)
-    except RecursionError:  # absurdly deep nesting; json.loads gives up before Flask's `silent` can catch it
-        data = None
-    if not isinstance(data, dict):
-        raise InvalidJson("The request body must be a JSON object, e.g. {\"code\": \"...\"}.")
-    return data
-
-
-def card_summary(card: Card) -> dict[str, Any]:
-    """What a till may show about a member: no email, no phone, a masked name."""
-    return {
-        "serial": card.serial,
-        "display_name": display_name(card.customer.name),
-        "tier": card.tier,
-        "points": card.points,
-        "offers": [],
-    }
-
-
 @bp.get("/openapi.json")
 def openapi() -> Response:
     """The OpenAPI 3.1 description of this API."""
@@ -95,7 +58,7 @@ def create_enrollment():  # type: ignore[no-untyped-def]
     """Enroll a customer at the till or from POS software; answers the card and its links."""
     session = get_session()
     program: Program = g.program
-    enrollment = parse_enrollment(_json_body())
+    enrollment = parse_enrollment(json_body())
     start_writing(session)
     try:
         card = enroll_customer(session, program, enrollment, channel="api", location_id=g.api_key.location_id)
@@ -127,42 +90,19 @@ def create_enrollment():  # type: ignore[no-untyped-def]
 @bp.post("/scans")
 def scan():  # type: ignore[no-untyped-def]
     """Check a scanned card code and answer the card's public summary, or why it was refused."""
-    code = _json_body().get("code")
-    if not isinstance(code, str) or not code:
-        raise ValidationError("code is required: the card code the scanner read, as a string.", field="code")
-    card = verify_card_code(get_session(), g.program, code)
-    return jsonify(card_summary(card))
+    return jsonify(till.scan_card(g.program))
 
 
 @bp.post("/purchases/quote")
 def quote():  # type: ignore[no-untyped-def]
     """Price a purchase: discount lines, amount due, points to earn. Writes nothing."""
-    program: Program = g.program
-    purchase_request = parse_purchase_request(_json_body(), program.currency)
-    card, priced = quote_purchase(get_session(), program, purchase_request)
-    return jsonify({**quote_json(priced, program.currency), "card": card_summary(card)})
+    return jsonify(till.quote(g.program))
 
 
 @bp.post("/purchases")
 def create_purchase():  # type: ignore[no-untyped-def]
     """Commit a purchase once per Idempotency-Key; a retry gets the first answer and changes nothing."""
-    session = get_session()
-    program: Program = g.program
-    key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
-    purchase_request = parse_purchase_request(_json_body(), program.currency)
-    try:
-        result = commit_purchase(session, program, purchase_request, _actor(), key,
-                                 begin_writing=lambda: start_writing(session))
-        body = purchase_json(result.purchase, program.currency)
-        session.commit()
-        replayed = result.replayed
-    except IntegrityError:
-        # This key was used before (a retry, or a twin request racing this one): answer what it got.
-        session.rollback()
-        earlier = find_replay(session, program, key, purchase_request.fingerprint())
-        if earlier is None:
-            raise
-        body, replayed = purchase_json(earlier, program.currency), True
+    body, replayed = till.record_purchase(g.program, _actor())
     response = jsonify(body)
     response.status_code = 201
     if replayed:
@@ -173,13 +113,7 @@ def create_purchase():  # type: ignore[no-untyped-def]
 @bp.post("/purchases/<id:purchase_id>/void")
 def void(purchase_id: int):  # type: ignore[no-untyped-def]
     """Reverse a purchase's points and spend exactly; a second void is refused."""
-    session = get_session()
-    start_writing(session)
-    purchase = void_purchase(session, g.program, purchase_id, _actor())
-    card = purchase.card
-    body = {"id": purchase.id, "status": purchase.status, "points": card.points, "tier": card.tier}
-    session.commit()
-    return jsonify(body)
+    return jsonify(till.void(g.program, purchase_id, _actor()))
 
 
 @bp.get("/cards/<serial>")

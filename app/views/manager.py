@@ -1,16 +1,140 @@
-"""The manager's dashboard (/manager), program settings and staff."""
+"""The manager's pages: the dashboard (/manager), the program's rules (/manager/settings) and its staff.
+
+Every page shows and changes only the signed-in manager's own program: the program always comes from the
+session's staff record, never from the URL or the form.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
 
-from app.auth import staff_required
+from app.auth import current_staff, staff_required
+from app.charts import stacked_bar_chart
+from app.db import begin_reading, get_session
+from app.domain.dashboard import CHANNEL_LABELS, WINDOWS, build_dashboard, display_money
+from app.domain.errors import Conflict, ValidationError
+from app.domain.programs import create_staff, list_staff, set_staff_active, update_program_rules
+from app.domain.rules import rules_from_json
+from app.domain.settings import ROUNDING_LABELS, rules_form_values, rules_from_form
+from app.models import Program, Staff, utcnow
 
 bp = Blueprint("manager", __name__, url_prefix="/manager")
+
+
+def _manager() -> Staff:
+    staff = current_staff()
+    assert staff is not None  # staff_required let the request through
+    return staff
 
 
 @bp.get("")
 @staff_required("manager")
 def dashboard() -> str:
-    """Enrollment and activity statistics for the manager's program."""
-    return render_template("manager.html")
+    """Enrollments per day by channel and location, the program's key figures and its newest members."""
+    session = get_session()
+    # The sign-in check already began a transaction, and on SQLite that is a write transaction (BEGIN
+    # IMMEDIATE). The dashboard only reads: end it and read in a deferred one, so the aggregates below never
+    # hold the database's one write lock while tills wait to commit purchases.
+    session.commit()
+    begin_reading(session)
+    program = _manager().program
+    board = build_dashboard(session, program, now=utcnow())
+    charts = {
+        days: [
+            stacked_bar_chart(board.by_channel(days), chart_id=f"enrollments-{days}-channel", dimension="channel",
+                              title=f"Enrollments per day, last {days} days, by channel", labels=CHANNEL_LABELS),
+            stacked_bar_chart(board.by_location(days), chart_id=f"enrollments-{days}-location",
+                              dimension="location", title=f"Enrollments per day, last {days} days, by location"),
+        ]
+        for days in WINDOWS
+    }
+    return render_template(
+        "manager.html",
+        program=program,
+        board=board,
+        charts=charts,
+        money=lambda minor: display_money(minor, program.currency),
+        channel_labels=CHANNEL_LABELS,
+        join_url=url_for("customer.join", slug=program.slug, _external=True),
+    )
+
+
+@bp.route("/settings", methods=["GET", "POST"])
+@staff_required("manager")
+def settings() -> Response | str | tuple[str, int]:
+    """The program's core rules: earning, tiers, welcome bonus and redemption. Nothing is saved on an error."""
+    session = get_session()
+    program = _manager().program
+    if request.method == "GET":
+        values = rules_form_values(rules_from_json(program.rules), program.currency)
+        return _settings_page(program, values, {})
+    try:
+        rules = rules_from_form(request.form, program.currency)
+    except ValidationError as error:
+        # The summary says what happened; each field's own message sits next to it.
+        return _settings_page(program, request.form.to_dict(), error.extra.get("errors", {}),
+                              summary=error.detail), 422
+    update_program_rules(session, program, rules)
+    session.commit()
+    flash("Rules saved. They apply from the next purchase.", "notice")
+    return redirect(url_for("manager.settings"), code=303)
+
+
+def _settings_page(program: Program, values: dict[str, str], errors: dict[str, str], summary: str = "") -> str:
+    rows = sorted({int(key.rsplit("_", 1)[1]) for key in values if key.startswith("tier_name_")})
+    return render_template("manager_settings.html", program=program, values=values, errors=errors,
+                           summary=summary, tier_rows=rows, rounding_labels=ROUNDING_LABELS)
+
+
+@bp.get("/staff")
+@staff_required("manager")
+def staff() -> str:
+    """The program's staff, with a form to add a cashier and buttons to disable or re-enable one."""
+    return _staff_page({}, {})
+
+
+@bp.post("/staff")
+@staff_required("manager")
+def add_cashier() -> Response | tuple[str, int]:
+    """Add a cashier with an initial password; they sign in at /login and can change nothing but purchases."""
+    session = get_session()
+    email = request.form.get("email", "")
+    try:
+        cashier = create_staff(session, _manager().program, email=email, role="cashier",
+                               password=request.form.get("password", ""))
+    except (ValidationError, Conflict) as error:
+        field = error.field if isinstance(error, ValidationError) and error.field else "email"
+        return _staff_page({"email": email}, {field: error.detail}), error.status
+    session.commit()
+    flash(f"{cashier.email} can now sign in as a cashier.", "notice")
+    return redirect(url_for("manager.staff"), code=303)
+
+
+@bp.post("/staff/<id:staff_id>/disable")
+@staff_required("manager")
+def disable_staff(staff_id: int) -> Response:
+    """Disable a member of staff: they cannot sign in, and their open sessions end."""
+    return _set_active(staff_id, active=False)
+
+
+@bp.post("/staff/<id:staff_id>/enable")
+@staff_required("manager")
+def enable_staff(staff_id: int) -> Response:
+    """Let a disabled member of staff sign in again."""
+    return _set_active(staff_id, active=True)
+
+
+def _set_active(staff_id: int, *, active: bool) -> Response:
+    session = get_session()
+    manager = _manager()
+    member = set_staff_active(session, manager.program, staff_id, active=active, by=manager)
+    session.commit()
+    flash(f"{member.email} {'can sign in again' if active else 'is disabled and signed out'}.", "notice")
+    return redirect(url_for("manager.staff"), code=303)
+
+
+def _staff_page(values: dict[str, str], errors: dict[str, str]) -> str:
+    manager = _manager()
+    return render_template("manager_staff.html", program=manager.program, me=manager,
+                           members=list_staff(get_session(), manager.program), values=values, errors=errors)
