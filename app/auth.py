@@ -1,8 +1,8 @@
 """Staff sessions: who is signed in, and the decorator that guards the cashier and manager pages.
 
-The session cookie holds the staff id and a fragment of the password hash, so changing a password or
-disabling the account ends every session of it. Cookies are HttpOnly and SameSite=Lax, and Secure whenever
-the request came over HTTPS (or SESSION_COOKIE_SECURE=1 says always).
+The session cookie holds the staff id and a fingerprint of the password hash and the account's session epoch,
+so changing a password or disabling the account ends every session of it, for good. Cookies are HttpOnly
+and SameSite=Lax, and Secure whenever the request came over HTTPS (or SESSION_COOKIE_SECURE=1 says always).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ class _SessionInterface(SecureCookieSessionInterface):
 
 
 def _password_fingerprint(staff: Staff) -> str:
-    return hashlib.sha256(staff.password_hash.encode()).hexdigest()[:16]
+    # Changes with the password and with every disabling of the account, ending the sessions signed in before.
+    return hashlib.sha256(f"{staff.session_epoch}:{staff.password_hash}".encode()).hexdigest()[:16]
 
 
 def sign_in(staff: Staff) -> None:

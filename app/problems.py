@@ -28,7 +28,7 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> Re
 
 def wants_json() -> bool:
     """API callers and the pages' own scripts get problem JSON; people get an HTML page."""
-    return request.path.startswith("/api/") or request.blueprint in JSON_BLUEPRINTS
+    return request.path.startswith(("/api/", "/cashier/api/")) or request.blueprint in JSON_BLUEPRINTS
 
 
 # Blueprints whose every route answers JSON (the scan page's script calls them).

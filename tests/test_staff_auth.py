@@ -6,10 +6,10 @@ import re
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.domain.programs import create_staff
+from app.domain.programs import create_staff, set_staff_active
 from app.models import Staff
 
 PASSWORD = "correct horse battery"
@@ -137,3 +137,23 @@ def test_a_cashier_cannot_open_manager_pages(client: FlaskClient, make_program, 
     response = client.get("/manager")
     assert response.status_code == 403
     assert "for managers" in response.text
+
+
+def test_re_enabling_an_account_does_not_revive_old_sessions(client: FlaskClient, make_program, staff_of,
+                                                             db_session: Session) -> None:
+    kit = make_program()
+    manager = db_session.scalar(select(Staff).where(Staff.email == staff_of(kit, "manager")))
+    cashier_email = staff_of(kit, "cashier")
+    _sign_in(client, cashier_email)
+    cashier = db_session.scalar(select(Staff).where(Staff.email == cashier_email))
+    set_staff_active(db_session, kit.program, cashier.id, active=False, by=manager)
+    set_staff_active(db_session, kit.program, cashier.id, active=True, by=manager)
+    db_session.commit()
+    assert client.get("/cashier").status_code == 302  # the old cookie is dead
+    assert _sign_in(client, cashier_email).status_code == 303  # signing in again works
+
+
+def test_unknown_till_routes_answer_json(client: FlaskClient) -> None:
+    response = client.get("/cashier/api/nope")
+    assert response.status_code == 404
+    assert response.mimetype == "application/problem+json"

@@ -148,9 +148,12 @@ def set_staff_active(session: Session, program: Program, staff_id: int, *, activ
     if staff.id == by.id and not active:
         # Otherwise a program could lose its last manager with one click, and only an operator could undo it.
         raise Conflict("You cannot disable your own account; ask another manager or the operator.")
+    if staff.active and not active:
+        staff.session_epoch += 1
     staff.active = active
     session.flush()
     return staff
+
 
 SIGN_IN_PER_DEVICE = Limit(hits=20, seconds=600, what="sign-in attempts from this device")
 FAILED_SIGN_IN_PER_ACCOUNT = Limit(hits=5, seconds=900, what="failed sign-ins for this account")

@@ -22,6 +22,9 @@ class Staff(Base):
     )
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(default=True)
+    # Bumped whenever the account is disabled: every session signed in before then ends for good, even if the
+    # account is enabled again later.
+    session_epoch: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[timestamp]
 
     program: Mapped[Program] = relationship()

@@ -1,0 +1,169 @@
+"""Who may open what: every route of the app against anonymous, a customer with their card link, a cashier,
+a manager of another program, and the program's own manager. A new route fails the coverage check until it
+has a row here."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
+
+from app.domain.programs import create_staff
+
+PASSWORD = "correct horse battery"
+ROLES = ("anonymous", "customer", "cashier", "other_manager", "manager")
+
+
+@dataclass
+class World:
+    slug: str
+    card_token: str
+    code: str
+    serial: str
+    target_staff_id: int
+    new_purchase: Callable[[], int]
+
+
+@dataclass(frozen=True)
+class Route:
+    endpoint: str
+    method: str
+    path: Callable[[World], str]
+    expected: dict[str, int]
+    body: Callable[[World], dict[str, Any]] | None = None
+    form: bool = False  # a form post rather than JSON
+
+
+def same(status: int) -> dict[str, int]:
+    return dict.fromkeys(ROLES, status)
+
+
+def staff_only(anonymous: int, cashier: int, other_manager: int, manager: int) -> dict[str, int]:
+    return {"anonymous": anonymous, "customer": anonymous, "cashier": cashier, "other_manager": other_manager,
+            "manager": manager}
+
+
+MANAGER_PAGE = staff_only(302, 403, 200, 200)
+TILL_JSON = staff_only(401, 200, 422, 200)  # another program's manager scans a card that is not theirs
+
+ROUTES = [
+    Route("public.index", "GET", lambda w: "/", same(200)),
+    Route("public.jwks_document", "GET", lambda w: "/.well-known/jwks.json", same(200)),
+    Route("public.health", "GET", lambda w: "/healthz", same(200)),
+    Route("static", "GET", lambda w: "/static/css/app.css", same(200)),
+    Route("customer.join", "GET", lambda w: f"/join/{w.slug}", same(200)),
+    Route("customer.join", "POST", lambda w: f"/join/{w.slug}", same(422), lambda w: {"name": ""}, form=True),
+    Route("customer.resend_link", "POST", lambda w: f"/join/{w.slug}/resend", same(200),
+          lambda w: {"email": "nobody@example.com"}, form=True),
+    # The card page is reached by its secret link: whoever has it sees the card, nobody else does.
+    Route("customer.card_page", "GET", lambda w: f"/c/{w.card_token}",
+          {"anonymous": 404, "customer": 200, "cashier": 200, "other_manager": 200, "manager": 200}),
+    Route("customer.card_qr_png", "GET", lambda w: f"/c/{w.card_token}/qr.png",
+          {"anonymous": 404, "customer": 200, "cashier": 200, "other_manager": 200, "manager": 200}),
+    # The JSON API takes API keys only; a staff session is not one.
+    Route("api.openapi", "GET", lambda w: "/api/v1/openapi.json", same(200)),
+    Route("api.scan", "POST", lambda w: "/api/v1/scans", same(401), lambda w: {"code": w.code}),
+    Route("api.quote", "POST", lambda w: "/api/v1/purchases/quote", same(401), lambda w: {"code": w.code}),
+    Route("api.create_purchase", "POST", lambda w: "/api/v1/purchases", same(401), lambda w: {"code": w.code}),
+    Route("api.void", "POST", lambda w: f"/api/v1/purchases/{w.new_purchase()}/void", same(401)),
+    Route("api.create_enrollment", "POST", lambda w: "/api/v1/enrollments", same(401), lambda w: {}),
+    Route("api.card_detail", "GET", lambda w: f"/api/v1/cards/{w.serial}", same(401)),
+    Route("api.enrollment_stats", "GET", lambda w: "/api/v1/stats/enrollments", same(401)),
+    Route("auth.sign_in_page", "GET", lambda w: "/login", staff_only(200, 302, 302, 302)),
+    Route("auth.sign_in_page", "POST", lambda w: "/login", same(401),
+          lambda w: {"email": "nobody@example.com", "password": "wrong"}, form=True),
+    Route("cashier.scan_page", "GET", lambda w: "/cashier", staff_only(302, 200, 200, 200)),
+    Route("cashier_api.scan", "POST", lambda w: "/cashier/api/scans", TILL_JSON, lambda w: {"code": w.code}),
+    Route("cashier_api.quote", "POST", lambda w: "/cashier/api/quotes", TILL_JSON,
+          lambda w: {"code": w.code, "amount": "10.00"}),
+    Route("cashier_api.create_purchase", "POST", lambda w: "/cashier/api/purchases", staff_only(401, 201, 422, 201),
+          lambda w: {"code": w.code, "amount": "10.00"}),
+    Route("cashier_api.recent", "GET", lambda w: "/cashier/api/purchases", staff_only(401, 200, 200, 200)),
+    Route("cashier_api.void", "POST", lambda w: f"/cashier/api/purchases/{w.new_purchase()}/void",
+          staff_only(401, 200, 404, 200)),
+    Route("manager.dashboard", "GET", lambda w: "/manager", MANAGER_PAGE),
+    Route("manager.settings", "GET", lambda w: "/manager/settings", MANAGER_PAGE),
+    Route("manager.settings", "POST", lambda w: "/manager/settings", staff_only(302, 403, 422, 422),
+          lambda w: {"earn_points_per_unit": "not a number"}, form=True),
+    Route("manager.staff", "GET", lambda w: "/manager/staff", MANAGER_PAGE),
+    Route("manager.add_cashier", "POST", lambda w: "/manager/staff", staff_only(302, 403, 422, 422),
+          lambda w: {"email": "not-an-email", "password": "short"}, form=True),
+    Route("manager.disable_staff", "POST", lambda w: f"/manager/staff/{w.target_staff_id}/disable",
+          staff_only(302, 403, 404, 303), lambda w: {}, form=True),
+    Route("manager.enable_staff", "POST", lambda w: f"/manager/staff/{w.target_staff_id}/enable",
+          staff_only(302, 403, 404, 303), lambda w: {}, form=True),
+    Route("auth.sign_out_page", "POST", lambda w: "/logout", same(303), lambda w: {}, form=True),
+]
+
+
+def _csrf(client: FlaskClient, slug: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get(f"/join/{slug}").text)
+    assert match
+    return match.group(1)
+
+
+def _client_for(app: Flask, role: str, emails: dict[str, str], slug: str) -> FlaskClient:
+    client = app.test_client()
+    if role in emails:
+        token = _csrf(client, slug)
+        signed_in = client.post("/login", data={"csrf_token": token, "email": emails[role], "password": PASSWORD})
+        assert signed_in.status_code == 303, signed_in.text
+    return client
+
+
+def test_every_route_is_in_the_matrix(app: Flask) -> None:
+    in_app = {(rule.endpoint, method) for rule in app.url_map.iter_rules()
+              for method in rule.methods - {"HEAD", "OPTIONS"}
+              if not rule.endpoint.startswith("bench_reference.")}
+    assert in_app == {(route.endpoint, route.method) for route in ROUTES}
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.endpoint}")
+def test_authorization_matrix(app: Flask, client: FlaskClient, make_program, enroll, db_session: Session,
+                              route: Route) -> None:
+    kit, other = make_program(), make_program()
+    emails = {"cashier": f"cashier-{kit.program.slug}@example.com",
+              "manager": f"manager-{kit.program.slug}@example.com",
+              "other_manager": f"manager-{other.program.slug}@example.com"}
+    create_staff(db_session, kit.program, email=emails["cashier"], role="cashier", password=PASSWORD)
+    create_staff(db_session, kit.program, email=emails["manager"], role="manager", password=PASSWORD)
+    create_staff(db_session, other.program, email=emails["other_manager"], role="manager", password=PASSWORD)
+    target = create_staff(db_session, kit.program, email=f"target-{kit.program.slug}@example.com",
+                          role="cashier", password=PASSWORD)
+    db_session.commit()
+    member = enroll(kit)
+
+    def new_purchase() -> int:
+        made = client.post("/api/v1/purchases", json={"code": member["code"], "amount": "5.00"},
+                           headers=kit.purchase_headers())
+        assert made.status_code == 201
+        return int(made.json["id"])
+
+    world = World(kit.program.slug, member["card_url"].rsplit("/", 1)[1], member["code"], member["serial"],
+                  target.id, new_purchase)
+    answers = {}
+    for role in ROLES:
+        if role == "anonymous" and route.endpoint.startswith("customer.card"):
+            world.card_token = "not-the-link"
+        else:
+            world.card_token = member["card_url"].rsplit("/", 1)[1]
+        browser = _client_for(app, role, emails, kit.program.slug)
+        token = _csrf(browser, kit.program.slug)
+        headers = {"X-CSRF-Token": token, "Idempotency-Key": str(uuid.uuid4())}
+        path = route.path(world)
+        if route.method == "GET":
+            response = browser.get(path)
+        elif route.form:
+            response = browser.post(path, data={"csrf_token": token, **(route.body(world) if route.body else {})})
+        else:
+            response = browser.post(path, json=route.body(world) if route.body else None, headers=headers)
+        answers[role] = response.status_code
+        response.close()  # static files are streamed from an open file
+    assert answers == route.expected
