@@ -102,12 +102,7 @@ def quote():  # type: ignore[no-untyped-def]
 @bp.post("/purchases")
 def create_purchase():  # type: ignore[no-untyped-def]
     """Commit a purchase once per Idempotency-Key; a retry gets the first answer and changes nothing."""
-    body, replayed = till.record_purchase(g.program, _actor())
-    response = jsonify(body)
-    response.status_code = 201
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+    return till.record_purchase(g.program, _actor())
 
 
 @bp.post("/purchases/<id:purchase_id>/void")

@@ -75,12 +75,7 @@ def quote() -> Response:
 def create_purchase() -> Response:
     """Commit the quoted purchase once per Idempotency-Key, attributed to the signed-in member of staff."""
     staff = _staff()
-    body, replayed = till.record_purchase(staff.program, _actor(staff))
-    response = jsonify(body)
-    response.status_code = 201
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+    return till.record_purchase(staff.program, _actor(staff))
 
 
 @api_bp.post("/purchases/<id:purchase_id>/void")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
+from flask import Response, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
 from app.db import get_session, start_writing
@@ -72,11 +72,21 @@ def quote(program: Program) -> dict[str, Any]:
     return {**quote_json(priced, program.currency), "card": card_summary(card)}
 
 
-def record_purchase(program: Program, actor: Actor) -> tuple[dict[str, Any], bool]:
-    """Commit the request's purchase once per its Idempotency-Key header; answers (body, replayed).
+def record_purchase(program: Program, actor: Actor) -> Response:
+    """Commit the request's purchase once per its Idempotency-Key header: 201 with the purchase.
 
-    A retry with the same key, or a twin request racing this one, gets the first answer and changes nothing.
+    A retry with the same key, or a twin request racing this one, gets the first answer and changes nothing;
+    its response says so in `Idempotent-Replayed: true`.
     """
+    body, replayed = _commit_once(program, actor)
+    response = jsonify(body)
+    response.status_code = 201
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _commit_once(program: Program, actor: Actor) -> tuple[dict[str, Any], bool]:
     session = get_session()
     key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
     purchase_request = parse_purchase_request(json_body(), program.currency)
