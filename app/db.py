@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, has_request_context, request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -69,12 +69,21 @@ def get_db() -> Database:
 
 
 def get_session() -> Session:
-    """The session of the current request or CLI command, opened on first use."""
+    """The session of the current request or CLI command, opened on first use.
+
+    A GET (or HEAD) never writes, so its session is declared read-only: on SQLite it then never holds the
+    database's one write lock, and a dashboard's aggregates do not keep the tills waiting.
+    """
     if "db_session" not in g:
         db = get_db()
         g.db_session = db.pinned_session or db.sessionmaker()
+        if has_request_context() and request.method in _READ_ONLY_METHODS:
+            begin_reading(g.db_session)
     session: Session = g.db_session
     return session
+
+
+_READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def begin_reading(session: Session) -> None:

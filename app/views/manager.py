@@ -11,7 +11,7 @@ from werkzeug.wrappers import Response
 
 from app.auth import current_staff, staff_required
 from app.charts import stacked_bar_chart
-from app.db import begin_reading, get_session
+from app.db import get_session
 from app.domain.dashboard import CHANNEL_LABELS, WINDOWS, build_dashboard, display_money
 from app.domain.errors import Conflict, ValidationError
 from app.domain.programs import create_staff, list_staff, set_staff_active, update_program_rules
@@ -32,12 +32,7 @@ def _manager() -> Staff:
 @staff_required("manager")
 def dashboard() -> str:
     """Enrollments per day by channel and location, the program's key figures and its newest members."""
-    session = get_session()
-    # The sign-in check already began a transaction, and on SQLite that is a write transaction (BEGIN
-    # IMMEDIATE). The dashboard only reads: end it and read in a deferred one, so the aggregates below never
-    # hold the database's one write lock while tills wait to commit purchases.
-    session.commit()
-    begin_reading(session)
+    session = get_session()  # a GET: read-only, so on SQLite the aggregates take no write lock
     program = _manager().program
     board = build_dashboard(session, program, now=utcnow())
     charts = {
