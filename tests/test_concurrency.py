@@ -161,3 +161,24 @@ def test_one_key_with_two_bodies_at_once_commits_one_and_refuses_the_other(commi
             assert body["code"] == "idempotency_conflict"
     balance, ledger_sum, _ = _card_state(app, member["serial"])
     assert balance == ledger_sum == 50 + int(float(winners.pop()))
+
+
+def test_one_email_enrolled_from_eight_threads_at_once_gets_one_card(committing_app: Flask) -> None:
+    app = committing_app
+    kit = _committed_program(app)
+    email = f"{uuid.uuid4().hex}@example.com"
+    start = threading.Barrier(THREADS)
+
+    def enroll(_: int) -> tuple[int, dict[str, Any]]:
+        client = app.test_client()
+        start.wait()
+        response = client.post("/api/v1/enrollments", json={"name": "Twin Enrollment", "email": email},
+                               headers=kit.headers)
+        return response.status_code, response.json
+
+    answers = _in_threads(THREADS, enroll)
+    assert sorted(status for status, _ in answers) == [201] + [409] * (THREADS - 1)
+    for status, body in answers:
+        if status == 409:
+            assert body["code"] == "already_enrolled"
+            assert body["recovery_url"].endswith(f"/join/{kit.program.slug}")

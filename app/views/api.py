@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
-from app.db import begin_reading, get_session, start_writing
+from app.db import begin_reading, get_session
 from app.domain.cards import card_code, get_card
-from app.domain.enrollment import enroll_customer, find_enrolled, parse_enrollment
+from app.domain.enrollment import parse_enrollment
 from app.domain.errors import AlreadyEnrolled, ValidationError
 from app.domain.money import format_amount
 from app.domain.programs import authenticate_api_key
@@ -22,6 +21,7 @@ from app.keys import get_keys
 from app.models import ApiKey, LedgerEntry, Program
 from app.openapi import openapi_document
 from app.views import till
+from app.views.customer import enroll_and_commit
 from app.views.till import card_summary, json_body
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -59,23 +59,13 @@ def create_enrollment():  # type: ignore[no-untyped-def]
     session = get_session()
     program: Program = g.program
     enrollment = parse_enrollment(json_body())
-    start_writing(session)
     try:
-        card = enroll_customer(session, program, enrollment, channel="api", location_id=g.api_key.location_id)
-        code = card_code(session, card, get_keys())
-        session.commit()
+        card = enroll_and_commit(program, enrollment, channel="api", location_id=g.api_key.location_id)
     except AlreadyEnrolled as error:
         error.extra["recovery_url"] = url_for("customer.join", slug=program.slug, _external=True)
         error.detail += " Ask the customer to open their card link, or resend it from the enrollment page."
         raise
-    except IntegrityError:
-        session.rollback()
-        if find_enrolled(session, program, enrollment) is None:
-            raise
-        raise AlreadyEnrolled(
-            "This email address or phone number already has a card.",
-            recovery_url=url_for("customer.join", slug=program.slug, _external=True),
-        ) from None
+    code = card_code(session, card, get_keys())
     body = {
         **card_summary(card),
         "code": code,

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, abort, redirect, render_template, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app.db import get_session
+from app.db import get_session, start_writing
 from app.domain.cards import card_code, display_name
 from app.domain.enrollment import (
     CONSENT_WORDING,
@@ -44,7 +44,7 @@ def join(slug: str):  # type: ignore[no-untyped-def]
     }
     try:
         enrollment = parse_enrollment(form)
-        card = _enroll(enrollment, program)
+        card = enroll_and_commit(program, enrollment, channel="web")
     except AlreadyEnrolled as error:
         return render_template("join.html", program=program, consent_text=consent_text, form=form,
                                error=error, already_enrolled=True), 409
@@ -54,19 +54,26 @@ def join(slug: str):  # type: ignore[no-untyped-def]
     return redirect(url_for("customer.card_page", token=card.page_token, welcome=1), code=303)
 
 
-def _enroll(enrollment: EnrollmentRequest, program: Program) -> Card:
+def enroll_and_commit(
+    program: Program, enrollment: EnrollmentRequest, *, channel: str, location_id: int | None = None
+) -> Card:
+    """Enroll a customer and commit, for the form and the API alike.
+
+    Of two enrollments of one email or phone racing each other, the loser hits the unique constraint and is
+    told the card exists, like any second enrollment.
+    """
     session = get_session()
+    start_writing(session)
     try:
-        card = enroll_customer(session, program, enrollment, channel="web")
+        card = enroll_customer(session, program, enrollment, channel=channel, location_id=location_id)
         session.commit()
     except IntegrityError:
-        # Two submissions of the same form raced; the loser is told the card exists.
         session.rollback()
-        if find_enrolled(session, program, enrollment) is not None:
-            raise AlreadyEnrolled(
-                f"This email address or phone number already has a card with {program.name}."
-            ) from None
-        raise
+        if find_enrolled(session, program, enrollment) is None:
+            raise
+        raise AlreadyEnrolled(
+            f"This email address or phone number already has a card with {program.name}."
+        ) from None
     return card
 
 
