@@ -8,6 +8,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, case, null, select, update
@@ -157,8 +158,11 @@ def set_staff_active(session: Session, program: Program, staff_id: int, *, activ
 
 SIGN_IN_PER_DEVICE = Limit(hits=20, seconds=600, what="sign-in attempts from this device")
 FAILED_SIGN_IN_PER_ACCOUNT = Limit(hits=5, seconds=900, what="failed sign-ins for this account")
-# Checked against when the email is unknown, so a wrong email costs the same time as a wrong password.
-_DUMMY_HASH = generate_password_hash("not a real password")
+@cache
+def _dummy_hash() -> str:
+    """Checked against when the email is unknown, so a wrong email costs the same time as a wrong password.
+    Made on first need: a scrypt hash costs tens of milliseconds, too much for every start-up."""
+    return generate_password_hash("not a real password")
 
 
 def authenticate_staff(session: Session, email: str, password: str, *, source: str, now: dt.datetime) -> Staff:
@@ -170,7 +174,7 @@ def authenticate_staff(session: Session, email: str, password: str, *, source: s
     check_rate(session, account_key, FAILED_SIGN_IN_PER_ACCOUNT, now)
     count_hit(session, device_key, SIGN_IN_PER_DEVICE, now)
     staff = session.scalar(select(Staff).where(Staff.email == email))
-    if not check_password_hash(staff.password_hash if staff else _DUMMY_HASH, password) or staff is None:
+    if not check_password_hash(staff.password_hash if staff else _dummy_hash(), password) or staff is None:
         count_hit(session, account_key, FAILED_SIGN_IN_PER_ACCOUNT, now)
         raise Unauthorized("Wrong email or password.")
     if not staff.active:
