@@ -23,11 +23,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
 
-    from app import auth, cli, db, keys, problems, security
+    from app import auth, cli, db, keys, problems, security, wallet
     from app.converters import DatabaseIdConverter
 
     app.url_map.converters["id"] = DatabaseIdConverter
-    from app.views import api, cashier, customer, manager, public
+    from app.views import api, apple_wallet, cashier, customer, manager, public
     from app.views import auth as auth_views
 
     db.init_app(app)
@@ -36,6 +36,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     problems.init_app(app)
     cli.init_app(app)
+    wallet.init_app(app)
 
     app.register_blueprint(public.bp)
     app.register_blueprint(customer.bp)
@@ -44,6 +45,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(cashier.bp)
     app.register_blueprint(cashier.api_bp)
     app.register_blueprint(manager.bp)
+    app.register_blueprint(apple_wallet.bp)
     if app.config["BENCH_REFERENCE_ENDPOINT"]:
         from app.views import bench_reference
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -30,6 +31,7 @@ from app.domain.programs import (
 )
 from app.domain.signing import remove_signing_key, rotate_signing_key
 from app.keys import get_keys
+from app.wallet import DEV_FILES, DEV_PASS_TYPE_ID, DEV_TEAM_ID, write_dev_certificates
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,6 +58,7 @@ api_keys_cli = AppGroup("api-keys", help="API keys for tills and point-of-sale s
 keys_cli = AppGroup("keys", help="Card-signing keys.")
 cards_cli = AppGroup("cards", help="Members' cards.")
 ledger_cli = AppGroup("ledger", help="The points ledger.")
+passes_cli = AppGroup("passes", help="Apple Wallet passes: certificates and update pushes.")
 
 
 @db_cli.command("upgrade")
@@ -202,9 +205,46 @@ def ledger_check() -> None:
         sys.exit(1)
 
 
+@passes_cli.command("dev-certs")
+@click.option("--dir", "directory", type=click.Path(file_okay=False),
+              help="Where to write them (default: APPLE_DEV_CERTS_DIR, instance/apple-dev-certs).")
+@click.option("--pass-type-id", default=DEV_PASS_TYPE_ID, show_default=True, help="The certificate's Pass Type ID.")
+@click.option("--team-id", default=DEV_TEAM_ID, show_default=True, help="The certificate's team identifier.")
+@click.option("--force", is_flag=True, help="Replace existing ones (passes signed with them stop verifying).")
+@with_appcontext
+def passes_dev_certs(directory: str | None, pass_type_id: str, team_id: str, force: bool) -> None:
+    """Make a throwaway CA, a stand-in for Apple's WWDR intermediate and a pass signing certificate.
+
+    Passes signed with them verify against the printed CA (openssl smime -verify ... -CAfile ca.pem), so the
+    whole pass pipeline runs and is tested offline. No iPhone opens them: for that, see the README's
+    "Apple Wallet" section on real Pass Type ID certificates.
+    """
+    target = Path(directory or current_app.config["APPLE_DEV_CERTS_DIR"])
+    if (target / DEV_FILES["key"]).exists() and not force:
+        raise click.ClickException(f"Development pass certificates already exist in {target}; --force replaces them.")
+    ca_path = write_dev_certificates(target, pass_type_id=pass_type_id, team_id=team_id)
+    current_app.extensions.pop("apple_wallet", None)
+    click.echo(f"Pass certificates for {pass_type_id} (team {team_id}) written to {target}.", err=True)
+    click.echo(ca_path)
+
+
+@passes_cli.command("push")
+@click.option("--sweep/--no-sweep", default=True, show_default=True,
+              help="Look for every registered pass whose card changed, not only what this process noted.")
+@with_appcontext
+def passes_push(sweep: bool) -> None:
+    """Republish changed passes and send the APNs pushes that are due, once (for cron when
+    PASS_UPDATE_WORKER=0)."""
+    worker = current_app.extensions["pass_updates"]
+    report = worker.run_once(sweep=sweep)
+    click.echo(f"{report.republished} passes republished; pushes: {report.sent} sent, {report.purged} purged "
+               f"(device gone), {report.retrying} to retry, {report.failed} failed.")
+
+
 def init_app(app: Flask) -> None:
     from app.demo import demo_command
 
-    for group in (db_cli, programs_cli, locations_cli, staff_cli, api_keys_cli, keys_cli, cards_cli, ledger_cli):
+    for group in (db_cli, programs_cli, locations_cli, staff_cli, api_keys_cli, keys_cli, cards_cli, ledger_cli,
+                  passes_cli):
         app.cli.add_command(group)
     app.cli.add_command(demo_command)

@@ -47,6 +47,21 @@ def load_config(instance_path: Path) -> dict[str, Any]:
         "MAIL_USERNAME": os.environ.get("MAIL_USERNAME", ""),
         "MAIL_PASSWORD": os.environ.get("MAIL_PASSWORD", ""),
         "MAIL_FROM": os.environ.get("MAIL_FROM", "loyalty@localhost"),
+        # Apple Wallet (app/wallet.py explains each); without a certificate, development ones are made here.
+        "APPLE_PASS_CERT": os.environ.get("APPLE_PASS_CERT", ""),
+        "APPLE_PASS_KEY": os.environ.get("APPLE_PASS_KEY", ""),
+        "APPLE_PASS_CERT_PASSWORD": os.environ.get("APPLE_PASS_CERT_PASSWORD", ""),
+        "APPLE_WWDR_CERT": os.environ.get("APPLE_WWDR_CERT", ""),
+        "APPLE_PASS_TYPE_ID": os.environ.get("APPLE_PASS_TYPE_ID", ""),
+        "APPLE_TEAM_ID": os.environ.get("APPLE_TEAM_ID", ""),
+        "APPLE_DEV_CERTS_DIR": os.environ.get("APPLE_DEV_CERTS_DIR", str(instance_path / "apple-dev-certs")),
+        "APNS_URL": os.environ.get("APNS_URL", ""),
+        "APNS_KEY_FILE": os.environ.get("APNS_KEY_FILE", ""),
+        "APNS_KEY_ID": os.environ.get("APNS_KEY_ID", ""),
+        "APNS_TEAM_ID": os.environ.get("APNS_TEAM_ID", ""),
+        "APNS_CA_FILE": os.environ.get("APNS_CA_FILE", ""),
+        # Publish pass changes and send pushes on a background thread in each app process.
+        "PASS_UPDATE_WORKER": os.environ.get("PASS_UPDATE_WORKER", "1") == "1",
         # The bare reference endpoint that bench/ compares purchases with; off unless asked for.
         "BENCH_REFERENCE_ENDPOINT": os.environ.get("BENCH_REFERENCE_ENDPOINT", "0") == "1",
     }

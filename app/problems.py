@@ -22,7 +22,8 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> Re
     response.status_code = status
     response.mimetype = "application/problem+json"
     if status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+        scheme = "ApplePass" if request.blueprint == "apple_wallet" else "Bearer"
+        response.headers["WWW-Authenticate"] = f'{scheme} realm="api"'
     return response
 
 
@@ -32,7 +33,7 @@ def wants_json() -> bool:
 
 
 # Blueprints whose every route answers JSON (the scan page's script calls them).
-JSON_BLUEPRINTS: set[str] = {"cashier_api"}
+JSON_BLUEPRINTS: set[str] = {"cashier_api", "apple_wallet"}
 
 
 def init_app(app: Flask) -> None:

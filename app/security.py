@@ -24,8 +24,8 @@ def csrf_token() -> str:
 
 
 def _check_csrf() -> None:
-    # The JSON API authenticates with bearer keys, not cookies, so it has nothing to forge.
-    if request.method in _SAFE_METHODS or request.path.startswith("/api/"):
+    # The JSON API and Apple's web service authenticate with tokens, not cookies, so they have nothing to forge.
+    if request.method in _SAFE_METHODS or request.path.startswith(("/api/", "/wallet/")):
         return
     # Forms send the token as a field; the pages' scripts send it in a header, as fetch() has no form.
     sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")

@@ -75,6 +75,9 @@ def app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "DATABASE_URL": database_url,
         "SIGNING_KEYS_DIR": str(tmp_path_factory.mktemp("signing-keys")),
         "SERVER_NAME": "loyalty.test",
+        "APPLE_DEV_CERTS_DIR": str(tmp_path_factory.mktemp("apple-dev-certs")),
+        # Tests run the pass publisher's rounds themselves (`run_once`), or start its thread on purpose.
+        "PASS_UPDATE_WORKER": False,
     })
     yield app
     app.extensions["db"].dispose()

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from app.domain.programs import create_staff
+from app.wallet import DEV_PASS_TYPE_ID
 
 PASSWORD = "correct horse battery"
 ROLES = ("anonymous", "customer", "cashier", "other_manager", "manager")
@@ -50,6 +51,8 @@ def staff_only(anonymous: int, cashier: int, other_manager: int, manager: int) -
             "manager": manager}
 
 
+PASSKIT = "/wallet/apple/v1"
+PASS_TYPE = DEV_PASS_TYPE_ID
 MANAGER_PAGE = staff_only(302, 403, 200, 200)
 TILL_JSON = staff_only(401, 200, 422, 200)  # another program's manager scans a card that is not theirs
 
@@ -67,6 +70,17 @@ ROUTES = [
           {"anonymous": 404, "customer": 200, "cashier": 200, "other_manager": 200, "manager": 200}),
     Route("customer.card_qr_png", "GET", lambda w: f"/c/{w.card_token}/qr.png",
           {"anonymous": 404, "customer": 200, "cashier": 200, "other_manager": 200, "manager": 200}),
+    Route("customer.apple_pass", "GET", lambda w: f"/c/{w.card_token}/card.pkpass",
+          {"anonymous": 404, "customer": 200, "cashier": 200, "other_manager": 200, "manager": 200}),
+    # Apple's web service knows only the pass's own token (none is sent here); cookies open nothing.
+    Route("apple_wallet.register", "POST", lambda w: f"{PASSKIT}/devices/d1/registrations/{PASS_TYPE}/{w.serial}",
+          same(401), lambda w: {"pushToken": "ab12"}),
+    Route("apple_wallet.unregister", "DELETE",
+          lambda w: f"{PASSKIT}/devices/d1/registrations/{PASS_TYPE}/{w.serial}", same(401)),
+    Route("apple_wallet.changed_serials", "GET", lambda w: f"{PASSKIT}/devices/d1/registrations/{PASS_TYPE}",
+          same(204)),
+    Route("apple_wallet.latest_pass", "GET", lambda w: f"{PASSKIT}/passes/{PASS_TYPE}/{w.serial}", same(401)),
+    Route("apple_wallet.device_log", "POST", lambda w: f"{PASSKIT}/log", same(200), lambda w: {"logs": ["x"]}),
     # The JSON API takes API keys only; a staff session is not one.
     Route("api.openapi", "GET", lambda w: "/api/v1/openapi.json", same(200)),
     Route("api.scan", "POST", lambda w: "/api/v1/scans", same(401), lambda w: {"code": w.code}),
@@ -150,7 +164,7 @@ def test_authorization_matrix(app: Flask, client: FlaskClient, make_program, enr
                   target.id, new_purchase)
     answers = {}
     for role in ROLES:
-        if role == "anonymous" and route.endpoint.startswith("customer.card"):
+        if role == "anonymous" and route.endpoint.startswith(("customer.card", "customer.apple_pass")):
             world.card_token = "not-the-link"
         else:
             world.card_token = member["card_url"].rsplit("/", 1)[1]
@@ -160,6 +174,8 @@ def test_authorization_matrix(app: Flask, client: FlaskClient, make_program, enr
         path = route.path(world)
         if route.method == "GET":
             response = browser.get(path)
+        elif route.method == "DELETE":
+            response = browser.delete(path, headers=headers)
         elif route.form:
             response = browser.post(path, data={"csrf_token": token, **(route.body(world) if route.body else {})})
         else:

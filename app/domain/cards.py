@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
+from app.domain.apple_wallet import forget_card_passes
 from app.domain.card_code import ParsedCode, new_serial, parse_card_code, sign_card_code, verify_signature
 from app.domain.errors import CardRevoked, Conflict, InvalidCardCode, NotFound, WrongProgram
+from app.domain.pass_changes import note_card_changed
 from app.domain.signing import KeyStore, active_signing_key, public_key_from_bytes
 from app.models import Card, LedgerEntry, Program, RetiredSerial, SigningKey
+from app.models.card import new_pass_auth_token
 
 _SERIAL = re.compile(r"[A-Z2-7]{13}")
 
@@ -175,6 +178,7 @@ def revoke_card(session: Session, card: Card) -> Card:
     if card.status == "revoked":
         raise Conflict(f"Card {card.serial} is already revoked.")
     card.status = "revoked"
+    note_card_changed(session, card.id)
     session.flush()
     return card
 
@@ -188,6 +192,10 @@ def reissue_card(session: Session, card: Card) -> Card:
     card.serial = unused_serial(session)
     card.status = "active"
     card.page_token = new_page_token()
+    # The old wallet pass goes with the old serial: its token stops working and its devices are forgotten.
+    card.pass_auth_token = new_pass_auth_token()
+    forget_card_passes(session, card)
+    note_card_changed(session, card.id)
     session.flush()
     return card
 

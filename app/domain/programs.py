@@ -17,6 +17,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.domain.errors import Conflict, NotFound, Unauthorized, ValidationError
 from app.domain.money import currency_exponent
+from app.domain.pass_changes import note_program_changed
 from app.domain.ratelimit import Limit, check_rate, clear_hits, count_hit
 from app.domain.rules import ProgramRules, rules_from_json
 from app.domain.signing import KeyStore, create_signing_key
@@ -118,6 +119,9 @@ def update_program_rules(session: Session, program: Program, rules: ProgramRules
     are moved to their new tier now, so a scan shows the same tier the next purchase is priced with."""
     # Keys this version does not know (written by a newer one, or by hand) are kept, not silently dropped.
     program.rules = {**program.rules, **rules.to_json()}
+    # The passes print the rules on their back, and tiers on their front.
+    program.pass_revision += 1
+    note_program_changed(session, program.id)
     tier = (
         case(*((Card.lifetime_spend >= t.min_spend, t.name) for t in sorted(rules.tiers, key=lambda t: -t.min_spend)),
              else_=null())

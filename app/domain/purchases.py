@@ -27,6 +27,7 @@ from app.domain.errors import (
     ValidationError,
 )
 from app.domain.money import currency_exponent, format_amount, parse_amount
+from app.domain.pass_changes import note_card_changed
 from app.domain.rules import Quote, price_purchase, rules_from_json, tier_for
 from app.models import Base, Card, LedgerEntry, Program, Purchase, utcnow
 
@@ -171,6 +172,7 @@ def commit_purchase(
         {"card_id": card.id, "points_delta": quote.points_earned - quote.points_redeemed,
          "spend_delta": quote.amount_due, "tier": quote.tier_after, "now": utcnow()},
     )
+    note_card_changed(session, card.id)
     purchase = Purchase(id=purchase_id, **values)
     return PurchaseResult(purchase, replayed=False)
 
@@ -246,6 +248,7 @@ def void_purchase(session: Session, program: Program, purchase_id: int, actor: A
     )
     purchase.status = "voided"
     purchase.voided_at = utcnow()
+    note_card_changed(session, card.id)
     session.flush()
     session.refresh(card)
     return purchase

@@ -6,10 +6,15 @@ from app.models.people import ApiKey, Customer, Staff
 from app.models.program import Location, Program, SigningKey
 from app.models.purchase import Purchase
 from app.models.ratelimit import RateLimitWindow
+from app.models.wallet import AppleDevice, ApplePassState, ApplePush, AppleRegistration, WalletCounter
 
 __all__ = [
     "LEDGER_KINDS",
     "ApiKey",
+    "AppleDevice",
+    "ApplePassState",
+    "ApplePush",
+    "AppleRegistration",
     "Base",
     "Card",
     "Customer",
@@ -21,5 +26,6 @@ __all__ = [
     "RetiredSerial",
     "SigningKey",
     "Staff",
+    "WalletCounter",
     "utcnow",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 
 from sqlalchemy import BigInteger, CheckConstraint, Enum, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -10,6 +11,10 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from app.models.base import Base, BigIntId, intpk, minor_units, timestamp, utcnow
 from app.models.people import ApiKey, Customer, Staff
 from app.models.program import Program
+
+
+def new_pass_auth_token() -> str:
+    return secrets.token_urlsafe(24)
 
 
 class Card(Base):
@@ -31,6 +36,9 @@ class Card(Base):
     tier: Mapped[str | None] = mapped_column(String(64))
     # The secret in the card page's link (128 random bits): not the serial, not the code.
     page_token: Mapped[str] = mapped_column(String(64), unique=True)
+    # The authenticationToken in the card's Apple pass: what a device shows the PassKit web service. A reissue
+    # replaces it with the serial, so the old pass can no longer fetch updates.
+    pass_auth_token: Mapped[str] = mapped_column(String(64), default=new_pass_auth_token)
     created_at: Mapped[timestamp]
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

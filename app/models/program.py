@@ -20,6 +20,14 @@ class Program(Base):
     name: Mapped[short_text]
     currency: Mapped[str] = mapped_column(String(3))
     rules: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # How the wallet passes look: colours as #rrggbb, and the merchant's logo as a PNG (None: a monogram).
+    pass_background: Mapped[str] = mapped_column(String(7), default="#1f2937")
+    pass_foreground: Mapped[str] = mapped_column(String(7), default="#ffffff")
+    pass_label: Mapped[str] = mapped_column(String(7), default="#d1d5db")
+    logo_png: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Bumped by every change to what all of the program's passes show (name, colours, logo, rules, offers),
+    # so each registered pass is republished.
+    pass_revision: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[timestamp]
 
     locations: Mapped[list[Location]] = relationship(back_populates="program", order_by="Location.id")

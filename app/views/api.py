@@ -70,8 +70,8 @@ def create_enrollment():  # type: ignore[no-untyped-def]
         **card_summary(card),
         "code": code,
         "card_url": url_for("customer.card_page", token=card.page_token, _external=True),
-        # Wallet passes arrive with their own issues; until a pass is configured these stay null.
-        "apple_pass_url": None,
+        "apple_pass_url": url_for("customer.apple_pass", token=card.page_token, _external=True),
+        # Google Wallet arrives with its own issue; until then this stays null.
         "google_save_url": None,
     }
     return jsonify(body), 201

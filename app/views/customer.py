@@ -24,6 +24,7 @@ from app.keys import get_keys
 from app.mail import send_card_link
 from app.models import Card, Program
 from app.qr import qr_png, qr_svg
+from app.views.apple_wallet import pkpass_response
 
 bp = Blueprint("customer", __name__)
 
@@ -124,6 +125,15 @@ def card_page(token: str) -> Response:
     # The page holds a bearer credential: keep it out of shared caches and history.
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+@bp.get("/c/<token>/card.pkpass")
+def apple_pass(token: str) -> Response:
+    """The card as an Apple Wallet pass: Safari on an iPhone offers to add it; it updates with the balance."""
+    card = _card_by_token(token)
+    if card.status == "revoked":
+        abort(410, "This card has been revoked, so it cannot be added to Apple Wallet. Ask at the till for a new card.")
+    return pkpass_response(card)
 
 
 @bp.get("/c/<token>/qr.png")
