@@ -12,7 +12,7 @@ HTTPS_PORT   ?= 5443
 HTTPS_CERT   := instance/dev-https-cert.pem
 HTTPS_KEY    := instance/dev-https-key.pem
 
-.PHONY: run run-https test install lint bench clean
+.PHONY: run run-https test install lint bench bench-passes clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,10 @@ lint: install
 ## Benchmark purchases against the reference endpoint under gunicorn, on SQLite and PostgreSQL
 bench: install
 	$(BIN)/python -m bench
+
+## Build Apple passes: our builder against bare PKCS#7 signing and against the npm package passkit-generator
+bench-passes: install
+	$(BIN)/python -m bench passes
 
 clean:
 	rm -rf $(VENV) .pytest_cache node_modules $(VENDOR)

@@ -88,7 +88,8 @@ _SCHEMAS: dict[str, Any] = {
                 "properties": {
                     "code": {"type": "string", "description": "The signed card code (docs/card-code.md)."},
                     "card_url": {"type": "string", "format": "uri"},
-                    "apple_pass_url": {"type": ["string", "null"], "format": "uri"},
+                    "apple_pass_url": {"type": "string", "format": "uri",
+                                       "description": "The card as an Apple Wallet pass (.pkpass), always current."},
                     "google_save_url": {"type": ["string", "null"], "format": "uri"},
                 },
             },

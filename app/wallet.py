@@ -34,7 +34,7 @@ from flask import Flask, current_app, request
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from app.db import get_db
+from app.db import begin_reading, get_db, start_writing
 from app.domain.apple_wallet import (
     ApplePassConfig,
     PushOutcome,
@@ -42,6 +42,7 @@ from app.domain.apple_wallet import (
     next_push_due,
     publish_changes,
     record_push_result,
+    stale_pass_card_ids,
 )
 from app.domain.pass_changes import take_changes
 from app.models import utcnow
@@ -55,6 +56,7 @@ DEV_PASS_TYPE_ID = "pass.local.loyalty.development"
 DEV_TEAM_ID = "DEVTEAM000"
 DEV_FILES = {"ca": "ca.pem", "wwdr": "wwdr.pem", "cert": "pass-cert.pem", "key": "pass-key.pem"}
 SWEEP_SECONDS = 30.0
+ROUND_INTERVAL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,12 @@ class AppleWallet:
 
 
 def init_app(app: Flask) -> None:
-    app.extensions["pass_updates"] = PassUpdateWorker(app)
+    worker = PassUpdateWorker(app)
+    app.extensions["pass_updates"] = worker
     _publish_after_commit(app)
+    # Each serving process runs its own publisher from its first request on (gunicorn forks after loading the
+    # app, and threads do not survive a fork), so its sweep runs even before the first purchase.
+    app.before_request(worker.start)
 
 
 def get_apple_wallet() -> AppleWallet:
@@ -206,6 +212,7 @@ class WorkerReport:
     purged: int = 0
     retrying: int = 0
     failed: int = 0
+    next_due: dt.datetime | None = None
 
 
 class PassUpdateWorker:
@@ -223,7 +230,7 @@ class PassUpdateWorker:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._thread_pid = 0
-        self._sweep_due = True
+        self._next_due: dt.datetime | None = None
 
     def notify(self, card_ids: set[int], program_ids: set[int]) -> None:
         with self._lock:
@@ -234,15 +241,19 @@ class PassUpdateWorker:
 
     def start(self) -> None:
         """Start the thread in this process (again after a fork: threads do not survive one)."""
-        if not self._app.config["PASS_UPDATE_WORKER"]:
+        if not self._app.config["PASS_UPDATE_WORKER"] or self._running_here():
             return
         with self._lock:
-            if self._thread is not None and self._thread_pid == os.getpid() and self._thread.is_alive():
+            if self._running_here():
                 return
             self._stopping.clear()
             self._thread = threading.Thread(target=self._loop, name="pass-updates", daemon=True)
             self._thread_pid = os.getpid()
             self._thread.start()
+
+    def _running_here(self) -> bool:
+        thread = self._thread
+        return thread is not None and self._thread_pid == os.getpid() and thread.is_alive()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
@@ -253,7 +264,11 @@ class PassUpdateWorker:
         self._thread = None
 
     def run_once(self, *, sweep: bool = False, now: Callable[[], dt.datetime] = utcnow) -> WorkerReport:
-        """Publish what was noted (or everything stale, on a sweep), then send the pushes that are due."""
+        """Publish what was noted (or everything stale, on a sweep), then send the pushes that are due.
+
+        Most cards have no registered pass, so the usual round is one read that finds nothing to do: the write
+        transaction (and on SQLite the database's one write lock) is taken only when there is something to write.
+        """
         with self._lock:
             cards, programs = self._cards, self._programs
             self._cards, self._programs = set(), set()
@@ -261,23 +276,46 @@ class PassUpdateWorker:
         with self._app.app_context():
             session = get_db().sessionmaker()
             try:
-                if sweep:
-                    report.republished = publish_changes(session, now())
-                elif cards or programs:
-                    report.republished = publish_changes(session, now(), card_ids=cards, program_ids=programs)
-                session.commit()
-                self._send_due(session, report, now)
+                if sweep or cards or programs:
+                    report.republished = self._publish(session, now, None if sweep else (cards, programs))
+                # Pushes fall due only when published here (or on a sweep, from elsewhere) or when a retry's time
+                # comes, so a round that published nothing and expects no retry yet does not even look.
+                known = self._next_due
+                if sweep or report.republished or (known is not None and known <= now()):
+                    self._next_due = self._send_due(session, report, now)
+                report.next_due = self._next_due
             finally:
                 session.close()
         return report
 
-    def _send_due(self, session: Session, report: WorkerReport, now: Callable[[], dt.datetime]) -> None:
+    def _publish(self, session: Session, now: Callable[[], dt.datetime],
+                 noted: tuple[set[int], set[int]] | None) -> int:
+        card_ids, program_ids = noted if noted is not None else (None, None)
+        begin_reading(session)
+        stale = stale_pass_card_ids(session, card_ids=card_ids, program_ids=program_ids)
+        if not stale:
+            session.rollback()
+            return 0
+        start_writing(session)
+        republished = publish_changes(session, now(), card_ids=stale)
+        session.commit()
+        return republished
+
+    def _send_due(self, session: Session, report: WorkerReport,
+                  now: Callable[[], dt.datetime]) -> dt.datetime | None:
+        """Send every push that is due; answer when the next one falls due."""
         wallet = get_apple_wallet()
         while True:
+            begin_reading(session)
+            due = next_push_due(session)
+            session.rollback()
+            if due is None or due > now():
+                return due
+            start_writing(session)
             jobs = claim_due_pushes(session, now())
             session.commit()  # the claim is ours before any network time; no transaction stays open meanwhile
             if not jobs:
-                return
+                continue
             for job in jobs:
                 outcome = wallet.push(job.push_token)
                 status = record_push_result(session, job, outcome, now())
@@ -293,31 +331,24 @@ class PassUpdateWorker:
                 else:
                     report.retrying += 1
 
-    def _seconds_to_wait(self) -> float:
-        with self._app.app_context():
-            session = get_db().sessionmaker()
-            try:
-                due = next_push_due(session)
-            finally:
-                session.close()
-        if due is None:
-            return SWEEP_SECONDS
-        return min(SWEEP_SECONDS, max(0.05, (due - utcnow()).total_seconds()))
-
     def _loop(self) -> None:
         last_sweep = 0.0
         while not self._stopping.is_set():
-            clock = time.monotonic()
-            sweep = clock - last_sweep >= SWEEP_SECONDS
+            started = time.monotonic()
+            sweep = started - last_sweep >= SWEEP_SECONDS
+            wait = SWEEP_SECONDS
             try:
-                self.run_once(sweep=sweep)
+                report = self.run_once(sweep=sweep)
                 if sweep:
-                    last_sweep = clock
-                wait = self._seconds_to_wait()
+                    last_sweep = started
+                if report.next_due is not None:
+                    wait = min(wait, max(0.0, (report.next_due - utcnow()).total_seconds()))
             except Exception:  # a database or network hiccup must not end the thread; try again shortly
                 log.exception("Publishing pass updates failed; trying again")
                 wait = 5.0
             self._wake.wait(wait)
             self._wake.clear()
+            # Under load a round per purchase would be wasteful: collect what arrives for a moment, then go.
+            time.sleep(max(0.0, started + ROUND_INTERVAL_SECONDS - time.monotonic()))
         with self._app.app_context():
             get_apple_wallet().close()

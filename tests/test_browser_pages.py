@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import secrets
+import subprocess
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from PIL import Image, ImageChops, ImageStat
 from sqlalchemy import select
 
 from app.models import Card, Customer
+from app.wallet import DEV_FILES
 from tests.conftest import PHONE, LiveShop, RequestGuard, live_db, qr_frame, sign_in, write_qr_video
 
 OpenPage = Callable[..., tuple[Any, RequestGuard]]
@@ -129,3 +133,35 @@ def test_the_fake_camera_shows_the_members_qr(
     wrong_pixels = sum(difference.point(lambda level: 255 if level > 127 else 0).histogram()[255:])
     assert wrong_pixels < 0.005 * seen.width * seen.height
     guard.assert_same_origin()
+
+
+def test_add_to_apple_wallet_downloads_a_pass_that_verifies(
+    app: Flask, live_shop: Callable[..., LiveShop], open_page: OpenPage, tmp_path: Path,
+) -> None:
+    """The card page's button hands the phone a signed .pkpass carrying the card's own code."""
+    member = live_shop(name="Corner Coffee").enroll()
+    page, guard = open_page(PHONE)
+    page.goto(member["card_url"])
+    button = page.get_by_role("link", name="Add to Apple Wallet")
+    assert button.is_visible()
+    with page.expect_download() as downloading:
+        button.click()
+    download = downloading.value
+    assert download.suggested_filename.endswith(".pkpass")
+    pkpass = tmp_path / download.suggested_filename
+    download.save_as(pkpass)
+
+    folder = tmp_path / "pass"
+    with zipfile.ZipFile(pkpass) as archive:
+        archive.extractall(folder)
+    ca = Path(app.config["APPLE_DEV_CERTS_DIR"]) / DEV_FILES["ca"]
+    verified = subprocess.run(
+        ["openssl", "smime", "-verify", "-inform", "DER", "-binary", "-in", str(folder / "signature"),
+         "-content", str(folder / "manifest.json"), "-purpose", "any", "-CAfile", str(ca), "-out", "/dev/null"],
+        capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stderr
+    pass_json = json.loads((folder / "pass.json").read_text())
+    assert pass_json["barcodes"][0]["message"] == member["code"]
+    assert pass_json["serialNumber"] == member["serial"]
+    guard.assert_same_origin()
+    guard.assert_no_errors()

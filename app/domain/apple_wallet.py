@@ -13,9 +13,9 @@ import hmac
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Select, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.domain.errors import NotFound, Unauthorized, ValidationError
@@ -225,21 +225,7 @@ def publish_changes(
     by another process or by hand. Each republished pass gets a new update tag (one per call, from the shared
     counter) and a later Last-Modified, and each of its devices one pending push (or the one still pending).
     """
-    stale = (
-        select(ApplePassState, Card, Program)
-        .join(Card, Card.id == ApplePassState.card_id)
-        .join(Program, Program.id == Card.program_id)
-        .where(or_(
-            ApplePassState.shown_points != Card.points,
-            ApplePassState.shown_tier != func.coalesce(Card.tier, ""),
-            ApplePassState.shown_serial != Card.serial,
-            ApplePassState.shown_status != Card.status,
-            ApplePassState.shown_program_revision != Program.pass_revision,
-        ))
-        .order_by(ApplePassState.card_id)
-    )
-    if card_ids is not None or program_ids is not None:
-        stale = stale.where(or_(Card.id.in_(list(card_ids or ())), Card.program_id.in_(list(program_ids or ()))))
+    stale = _stale(select(ApplePassState, Card, Program), card_ids, program_ids)
     rows = session.execute(stale.with_for_update(of=ApplePassState)).all()
     if not rows:
         return 0
@@ -253,6 +239,32 @@ def publish_changes(
         _owe_pushes(session, card.id, tag, now)
     session.flush()
     return len(rows)
+
+
+def stale_pass_card_ids(
+    session: Session, *, card_ids: Collection[int] | None = None, program_ids: Collection[int] | None = None
+) -> list[int]:
+    """The cards (of those given, or all) whose registered pass no longer shows them as they are. Only reads."""
+    return list(session.scalars(_stale(select(ApplePassState.card_id), card_ids, program_ids)))
+
+
+def _stale(query: Select[Any], card_ids: Collection[int] | None, program_ids: Collection[int] | None) -> Select[Any]:
+    query = (
+        query
+        .join(Card, Card.id == ApplePassState.card_id)
+        .join(Program, Program.id == Card.program_id)
+        .where(or_(
+            ApplePassState.shown_points != Card.points,
+            ApplePassState.shown_tier != func.coalesce(Card.tier, ""),
+            ApplePassState.shown_serial != Card.serial,
+            ApplePassState.shown_status != Card.status,
+            ApplePassState.shown_program_revision != Program.pass_revision,
+        ))
+        .order_by(ApplePassState.card_id)
+    )
+    if card_ids is not None or program_ids is not None:
+        query = query.where(or_(Card.id.in_(list(card_ids or ())), Card.program_id.in_(list(program_ids or ()))))
+    return query
 
 
 def _owe_pushes(session: Session, card_id: int, tag: int, now: dt.datetime) -> None:
