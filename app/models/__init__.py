@@ -6,7 +6,17 @@ from app.models.people import ApiKey, Customer, Staff
 from app.models.program import Location, Program, SigningKey
 from app.models.purchase import Purchase
 from app.models.ratelimit import RateLimitWindow
-from app.models.wallet import AppleDevice, ApplePassState, ApplePush, AppleRegistration, WalletCounter
+from app.models.wallet import (
+    AppleDevice,
+    ApplePassState,
+    ApplePush,
+    AppleRegistration,
+    CardCodeSecret,
+    GoogleWalletClass,
+    GoogleWalletObject,
+    UsedRotatingCode,
+    WalletCounter,
+)
 
 __all__ = [
     "LEDGER_KINDS",
@@ -17,7 +27,10 @@ __all__ = [
     "AppleRegistration",
     "Base",
     "Card",
+    "CardCodeSecret",
     "Customer",
+    "GoogleWalletClass",
+    "GoogleWalletObject",
     "LedgerEntry",
     "Location",
     "Program",
@@ -26,6 +39,7 @@ __all__ = [
     "RetiredSerial",
     "SigningKey",
     "Staff",
+    "UsedRotatingCode",
     "WalletCounter",
     "utcnow",
 ]

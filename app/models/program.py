@@ -28,6 +28,10 @@ class Program(Base):
     # Bumped by every change to what all of the program's passes show (name, colours, logo, rules, offers),
     # so each registered pass is republished.
     pass_revision: Mapped[int] = mapped_column(default=0)
+    # Rotating codes: the card's QR (on the card page and in Google Wallet) changes every period and is taken
+    # once, so a screenshot of it is worthless. Off by default: static codes keep working.
+    rotating_codes: Mapped[bool] = mapped_column(default=False)
+    code_period_seconds: Mapped[int] = mapped_column(default=30)
     created_at: Mapped[timestamp]
 
     locations: Mapped[list[Location]] = relationship(back_populates="program", order_by="Location.id")
@@ -40,6 +44,9 @@ class Location(Base):
     id: Mapped[intpk]
     program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), index=True)
     name: Mapped[short_text]
+    # Where the store is, for the Google Wallet class's locations (optional).
+    latitude: Mapped[float | None]
+    longitude: Mapped[float | None]
     created_at: Mapped[timestamp]
 
     program: Mapped[Program] = relationship(back_populates="locations")

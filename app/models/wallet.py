@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Enum, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, Enum, ForeignKey, Index, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, BigIntId, intpk, timestamp
@@ -105,3 +105,74 @@ class WalletCounter(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class CardCodeSecret(Base):
+    """A TOTP secret that makes a card's rotating code: slot 0 is the card's Google Wallet object, slots from 1
+    are the browsers that opened the card page (each device its own secret, so one can be withdrawn)."""
+
+    __tablename__ = "card_code_secrets"
+
+    card_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("cards.id", ondelete="CASCADE"), primary_key=True)
+    slot: Mapped[int] = mapped_column(primary_key=True)
+    secret: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[timestamp]
+
+
+class UsedRotatingCode(Base):
+    """A rotating code that was scanned: the replay cache. One row per card, slot and time step; the till
+    that scanned it may go on to quote and buy with it, nobody may scan it again."""
+
+    __tablename__ = "used_rotating_codes"
+
+    card_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("cards.id", ondelete="CASCADE"), primary_key=True)
+    slot: Mapped[int] = mapped_column(primary_key=True)
+    step: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # Who scanned it ("staff:12", "api_key:3").
+    actor: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
+class GoogleWalletClass(Base):
+    """A program's loyalty class at Google, and whether it has been inserted there over REST."""
+
+    __tablename__ = "google_wallet_classes"
+
+    program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    class_id: Mapped[str] = mapped_column(String(200), unique=True)
+    inserted_at: Mapped[dt.datetime | None]
+    shown_program_revision: Mapped[int] = mapped_column(default=0)
+
+
+GOOGLE_SYNC_STATUSES = ("ok", "pending", "failed", "absent")
+
+
+class GoogleWalletObject(Base):
+    """A card's loyalty object at Google: what it last showed, and the patch owed when the card changes.
+
+    A row is made when a save link is handed out (or the object is inserted over REST); a patch that Google
+    answers 404 for means the member never saved it ("absent"), and the next change tries again.
+    """
+
+    __tablename__ = "google_wallet_objects"
+    __table_args__ = (Index("ix_google_wallet_objects_due", "sync_status", "next_attempt_at"),)
+
+    card_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("cards.id", ondelete="CASCADE"), primary_key=True)
+    object_id: Mapped[str] = mapped_column(String(200), unique=True)
+    inserted_at: Mapped[dt.datetime | None]
+    shown_points: Mapped[int] = mapped_column(BigInteger)
+    shown_tier: Mapped[str] = mapped_column(String(64))
+    shown_serial: Mapped[str] = mapped_column(String(16))
+    shown_status: Mapped[str] = mapped_column(String(16))
+    shown_program_revision: Mapped[int]
+    sync_status: Mapped[str] = mapped_column(
+        Enum(*GOOGLE_SYNC_STATUSES, name="google_sync_status", native_enum=False, create_constraint=True),
+        default="ok",
+    )
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[dt.datetime | None]
+    claimed_until: Mapped[dt.datetime | None]
+    last_status: Mapped[int | None]
+    last_reason: Mapped[str | None] = mapped_column(String(200))
+    updated_at: Mapped[timestamp]
