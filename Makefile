@@ -29,14 +29,16 @@ $(NPM_STAMP): package.json package-lock.json
 	touch $(NPM_STAMP)
 
 # Only the files the pages load, each with its licence; the .wasm must be the one of the zxing-wasm version that
-# barcode-detector's JavaScript was built against, which the lock file guarantees.
+# barcode-detector's JavaScript was built against, which the lock file guarantees. qrcode-generator (the card
+# page's live code) ships no LICENSE file: its MIT notice is the header of qrcode.mjs itself, copied with it.
 $(VENDOR_STAMP): $(NPM_STAMP)
 	rm -rf $(VENDOR)
-	mkdir -p $(VENDOR)/barcode-detector $(VENDOR)/zxing-wasm $(VENDOR)/jsqr
+	mkdir -p $(VENDOR)/barcode-detector $(VENDOR)/zxing-wasm $(VENDOR)/jsqr $(VENDOR)/qrcode-generator
 	cp node_modules/barcode-detector/dist/es/ponyfill.js node_modules/barcode-detector/dist/es/zxing-exported.js \
 	   node_modules/barcode-detector/LICENSE $(VENDOR)/barcode-detector/
 	cp node_modules/zxing-wasm/dist/reader/zxing_reader.wasm node_modules/zxing-wasm/LICENSE $(VENDOR)/zxing-wasm/
 	cp node_modules/jsqr/dist/jsQR.js node_modules/jsqr/LICENSE $(VENDOR)/jsqr/
+	cp node_modules/qrcode-generator/dist/qrcode.mjs $(VENDOR)/qrcode-generator/
 	touch $(VENDOR_STAMP)
 
 install: $(STAMP) $(VENDOR_STAMP)

@@ -29,7 +29,9 @@ from app.domain.programs import (
     get_program,
     revoke_api_key,
 )
+from app.domain.rotating_codes import set_rotating_codes
 from app.domain.signing import remove_signing_key, rotate_signing_key
+from app.google_wallet import write_dev_key
 from app.keys import get_keys
 from app.wallet import DEV_FILES, DEV_PASS_TYPE_ID, DEV_TEAM_ID, write_dev_certificates
 
@@ -85,6 +87,27 @@ def programs_create(name: str, currency: str, slug: str | None) -> None:
     program = create_program(session, get_keys(), name=name, currency=currency, slug=slug)
     session.commit()
     click.echo(program.slug)
+
+
+@programs_cli.command("rotating-codes")
+@click.option("--program", "program_slug", required=True, help="The program's slug.")
+@click.option("--on/--off", "on", default=None,
+              help="Live codes that change every period and scan once (--on), or the fixed signed code (--off).")
+@click.option("--period", type=int, help="Seconds each live code lasts, 10 to 300 (default: unchanged, first 30).")
+@with_appcontext
+@domain_command
+def programs_rotating_codes(program_slug: str, on: bool | None, period: int | None) -> None:
+    """Turn rotating (live) QR codes on or off: with them on, the card page and Google Wallet show a code that
+    changes every period, a till takes each once, and a screenshot or printout is refused as expired."""
+    if on is None:
+        raise click.UsageError("Say --on or --off.")
+    session = get_session()
+    program = set_rotating_codes(session, get_program(session, program_slug), on=on, period=period)
+    session.commit()
+    if program.rotating_codes:
+        click.echo(f"{program.slug}: live codes on, changing every {program.code_period_seconds} seconds.")
+    else:
+        click.echo(f"{program.slug}: live codes off; the fixed signed code scans again.")
 
 
 @locations_cli.command("create")
@@ -239,6 +262,29 @@ def passes_push(sweep: bool) -> None:
     report = worker.run_once(sweep=sweep)
     click.echo(f"{report.republished} passes republished; pushes: {report.sent} sent, {report.purged} purged "
                f"(device gone), {report.retrying} to retry, {report.failed} failed.")
+    google = report.google
+    click.echo(f"Google Wallet: {google.patched} objects patched, {google.absent} not saved by their member, "
+               f"{google.retrying} to retry, {google.failed} failed; {google.classes_patched} classes patched.")
+
+
+@passes_cli.command("dev-google-key")
+@click.option("--file", "path", type=click.Path(dir_okay=False),
+              help="Where to write it (default: GOOGLE_DEV_KEY_FILE, instance/google-dev-service-account.json).")
+@click.option("--force", is_flag=True, help="Replace an existing one (save links signed with it stop verifying).")
+@with_appcontext
+def passes_dev_google_key(path: str | None, force: bool) -> None:
+    """Make a throwaway Google service-account key, so "Add to Google Wallet" links are made offline.
+
+    The links are signed JWTs like real ones, but Google does not know the key, so it will not save the
+    cards: for that, see the README's "Google Wallet" section on issuer accounts and service accounts.
+    """
+    target = Path(path or current_app.config["GOOGLE_DEV_KEY_FILE"])
+    if target.exists() and not force:
+        raise click.ClickException(f"A development Google key already exists at {target}; --force replaces it.")
+    write_dev_key(target)
+    current_app.extensions.pop("google_wallet", None)
+    click.echo(f"Development service-account key written to {target}.", err=True)
+    click.echo(target)
 
 
 def init_app(app: Flask) -> None:

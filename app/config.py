@@ -60,6 +60,14 @@ def load_config(instance_path: Path) -> dict[str, Any]:
         "APNS_KEY_ID": os.environ.get("APNS_KEY_ID", ""),
         "APNS_TEAM_ID": os.environ.get("APNS_TEAM_ID", ""),
         "APNS_CA_FILE": os.environ.get("APNS_CA_FILE", ""),
+        # Google Wallet (app/google_wallet.py explains each); without a key, a development one is made here.
+        "GOOGLE_WALLET_ISSUER_ID": os.environ.get("GOOGLE_WALLET_ISSUER_ID", ""),
+        "GOOGLE_SERVICE_ACCOUNT_FILE": os.environ.get("GOOGLE_SERVICE_ACCOUNT_FILE", ""),
+        "GOOGLE_DEV_KEY_FILE": os.environ.get("GOOGLE_DEV_KEY_FILE",
+                                              str(instance_path / "google-dev-service-account.json")),
+        "GOOGLE_WALLET_API_URL": os.environ.get("GOOGLE_WALLET_API_URL", ""),
+        "GOOGLE_OAUTH_TOKEN_URL": os.environ.get("GOOGLE_OAUTH_TOKEN_URL", ""),
+        "GOOGLE_WALLET_ORIGINS": os.environ.get("GOOGLE_WALLET_ORIGINS", ""),
         # Publish pass changes and send pushes on a background thread in each app process.
         "PASS_UPDATE_WORKER": os.environ.get("PASS_UPDATE_WORKER", "1") == "1",
         # The bare reference endpoint that bench/ compares purchases with; off unless asked for.

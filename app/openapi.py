@@ -7,7 +7,15 @@ from typing import Any
 _MONEY = {"type": "string", "pattern": r"^\d+(\.\d+)?$", "examples": ["12.50"]}
 _CODES = ["invalid_json", "validation_error", "unauthorized", "not_found", "invalid_code", "wrong_program",
           "revoked_card", "already_enrolled", "already_voided", "points_already_spent", "idempotency_conflict",
-          "payload_too_large", "method_not_allowed"]
+          "payload_too_large", "method_not_allowed", "expired_code", "code_already_used", "rotating_code_required"]
+# What a till sends as `code`: the QR's text exactly as read.
+_SCANNED_CODE = {
+    "type": "string",
+    "description": "The QR's text exactly as read: the 120-character signed card code, or for a program with "
+                   "rotating codes the live code `<signed card code>.<slot>.<6-digit TOTP>` (docs/card-code.md, "
+                   "\"Rotating codes\"). A live code is taken by the first till that scans it; that till may quote "
+                   "and buy with it for 10 minutes, others get `code_already_used`.",
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -52,7 +60,8 @@ _SCHEMAS: dict[str, Any] = {
             "detail": {"type": "string"},
             "code": {"type": "string", "enum": _CODES},
             "field": {"type": "string"},
-            "reason": {"type": "string", "description": "For refused cards: invalid, wrong program, revoked."},
+            "reason": {"type": "string", "description": "For refused cards: invalid, wrong program, revoked, "
+                                                        "expired code, already used, live code required."},
             "recovery_url": {"type": "string", "format": "uri"},
         },
     },
@@ -88,19 +97,22 @@ _SCHEMAS: dict[str, Any] = {
                 "properties": {
                     "code": {"type": "string", "description": "The signed card code (docs/card-code.md)."},
                     "card_url": {"type": "string", "format": "uri"},
-                    "apple_pass_url": {"type": "string", "format": "uri",
-                                       "description": "The card as an Apple Wallet pass (.pkpass), always current."},
-                    "google_save_url": {"type": ["string", "null"], "format": "uri"},
+                    "apple_pass_url": {"type": ["string", "null"], "format": "uri",
+                                       "description": "The card as an Apple Wallet pass (.pkpass), always current; "
+                                                      "null when the program uses rotating codes, which Apple "
+                                                      "Wallet cannot show."},
+                    "google_save_url": {"type": "string", "format": "uri",
+                                        "description": "Redirects to Google's save page for the card."},
                 },
             },
         ]
     },
-    "ScanIn": {"type": "object", "required": ["code"], "properties": {"code": {"type": "string"}}},
+    "ScanIn": {"type": "object", "required": ["code"], "properties": {"code": _SCANNED_CODE}},
     "PurchaseIn": {
         "type": "object",
         "required": ["code", "amount"],
         "properties": {
-            "code": {"type": "string"},
+            "code": _SCANNED_CODE,
             "amount": {**_MONEY, "description": "Basket amount in the program currency, > 0, ≤ 10^9 minor units."},
             "coupon_codes": {"type": "array", "items": {"type": "string"}, "default": []},
             "redeem_points": {"type": "integer", "minimum": 0, "default": 0},

@@ -34,6 +34,7 @@ from flask import Flask, current_app, request
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from app import google_wallet
 from app.db import begin_reading, get_db, start_writing
 from app.domain.apple_wallet import (
     ApplePassConfig,
@@ -213,6 +214,7 @@ class WorkerReport:
     retrying: int = 0
     failed: int = 0
     next_due: dt.datetime | None = None
+    google: google_wallet.GoogleReport = field(default_factory=lambda: google_wallet.GoogleReport())
 
 
 class PassUpdateWorker:
@@ -231,6 +233,7 @@ class PassUpdateWorker:
         self._thread: threading.Thread | None = None
         self._thread_pid = 0
         self._next_due: dt.datetime | None = None
+        self._google_next_due: dt.datetime | None = None
 
     def notify(self, card_ids: set[int], program_ids: set[int]) -> None:
         with self._lock:
@@ -276,14 +279,23 @@ class PassUpdateWorker:
         with self._app.app_context():
             session = get_db().sessionmaker()
             try:
+                noted = None if sweep else (cards, programs)
                 if sweep or cards or programs:
-                    report.republished = self._publish(session, now, None if sweep else (cards, programs))
-                # Pushes fall due only when published here (or on a sweep, from elsewhere) or when a retry's time
-                # comes, so a round that published nothing and expects no retry yet does not even look.
+                    report.republished = self._publish(session, now, noted)
+                    begin_reading(session)
+                    report.google.owed = google_wallet.note_stale_objects(session, now(), noted)
+                if sweep or programs:
+                    google_wallet.patch_stale_classes(session, report.google, now())
+                # Pushes and patches fall due only when owed here (or on a sweep, from elsewhere) or when a retry's
+                # time comes, so a round that owed nothing and expects no retry yet does not even look.
                 known = self._next_due
                 if sweep or report.republished or (known is not None and known <= now()):
                     self._next_due = self._send_due(session, report, now)
-                report.next_due = self._next_due
+                known = self._google_next_due
+                if sweep or report.google.owed or (known is not None and known <= now()):
+                    self._google_next_due = google_wallet.send_due_patches(session, report.google, now())
+                report.next_due = min((due for due in (self._next_due, self._google_next_due) if due is not None),
+                                      default=None)
             finally:
                 session.close()
         return report
@@ -352,3 +364,5 @@ class PassUpdateWorker:
             time.sleep(max(0.0, started + ROUND_INTERVAL_SECONDS - time.monotonic()))
         with self._app.app_context():
             get_apple_wallet().close()
+            if "google_wallet" in self._app.extensions:
+                google_wallet.get_google_wallet().close()

@@ -164,3 +164,21 @@ def _shade(channel: int, amount: float) -> int:
     """Move a channel towards white (amount > 0) or black (amount < 0) by `amount` of the way."""
     target = 255 if amount > 0 else 0
     return round(channel + (target - channel) * abs(amount))
+
+
+@lru_cache(maxsize=64)
+def square_logo_png(program_name: str, background_color: str, foreground_color: str, logo_png: bytes | None = None,
+                    side: int = 660) -> bytes:
+    """A square program logo for wallets that want one (Google Wallet's programLogo, 660x660 recommended): the
+    merchant's logo centred on the background colour, or the monogram the Apple pass uses."""
+    art = PassArt(logo_png, parse_hex_colour(background_color), parse_hex_colour(foreground_color),
+                  initials_of(program_name))
+    image = Image.new("RGBA", (side, side), (*art.background, 255))
+    if logo_png is not None:
+        logo = _open_logo(logo_png)
+        inner = max(1, round(side * 0.8))
+        mark = logo.resize(_fit(logo.size, (inner, inner)), Image.Resampling.LANCZOS)
+    else:
+        mark = _monogram(art.initials, max(1, round(side * 0.86)), art.foreground, art.background)
+    image.alpha_composite(mark, ((side - mark.width) // 2, (side - mark.height) // 2))
+    return _png("logo.png", image).data

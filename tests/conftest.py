@@ -76,6 +76,7 @@ def app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "SIGNING_KEYS_DIR": str(tmp_path_factory.mktemp("signing-keys")),
         "SERVER_NAME": "loyalty.test",
         "APPLE_DEV_CERTS_DIR": str(tmp_path_factory.mktemp("apple-dev-certs")),
+        "GOOGLE_DEV_KEY_FILE": str(tmp_path_factory.mktemp("google-dev-key") / "service-account.json"),
         # Tests run the pass publisher's rounds themselves (`run_once`), or start its thread on purpose.
         "PASS_UPDATE_WORKER": False,
     })
@@ -118,6 +119,26 @@ def runner(app: Flask, db_session: Session) -> FlaskCliRunner:
 def committing_app(app: Flask) -> Flask:
     """The app on its real engine: commits are real, so several threads can race. Make a fresh program."""
     return app
+
+
+@pytest.fixture()
+def committed_client(app: Flask) -> FlaskClient:
+    """A client whose requests commit for real, so background work (the pass publisher) sees them.
+
+    It must not share a test with `client`/`db_session`; use `committed_shop` for a program."""
+    assert app.extensions["db"].pinned_session is None, "committed_client cannot share a test with db_session"
+    return app.test_client()
+
+
+@pytest.fixture()
+def committed_shop(app: Flask) -> ProgramKit:
+    """A new program, committed for real (see `committed_client`)."""
+    with app.app_context():
+        session = app.extensions["db"].sessionmaker()
+        try:
+            return build_program(session, app)
+        finally:
+            session.close()
 
 
 @dataclass

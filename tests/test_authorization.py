@@ -70,8 +70,14 @@ ROUTES = [
           {"anonymous": 404, "customer": 200, "cashier": 200, "other_manager": 200, "manager": 200}),
     Route("customer.card_qr_png", "GET", lambda w: f"/c/{w.card_token}/qr.png",
           {"anonymous": 404, "customer": 200, "cashier": 200, "other_manager": 200, "manager": 200}),
+    # A live-code secret for one more browser: the link opens it, and this program has no live codes (409).
+    Route("customer.device_secret", "POST", lambda w: f"/c/{w.card_token}/device",
+          {"anonymous": 404, "customer": 409, "cashier": 409, "other_manager": 409, "manager": 409}),
     Route("customer.apple_pass", "GET", lambda w: f"/c/{w.card_token}/card.pkpass",
           {"anonymous": 404, "customer": 200, "cashier": 200, "other_manager": 200, "manager": 200}),
+    Route("google_wallet.save_to_google_wallet", "GET", lambda w: f"/c/{w.card_token}/google-wallet",
+          {"anonymous": 404, "customer": 303, "cashier": 303, "other_manager": 303, "manager": 303}),
+    Route("public.program_logo", "GET", lambda w: f"/p/{w.slug}/logo.png", same(200)),
     # Apple's web service knows only the pass's own token (none is sent here); cookies open nothing.
     Route("apple_wallet.register", "POST", lambda w: f"{PASSKIT}/devices/d1/registrations/{PASS_TYPE}/{w.serial}",
           same(401), lambda w: {"pushToken": "ab12"}),
@@ -164,7 +170,8 @@ def test_authorization_matrix(app: Flask, client: FlaskClient, make_program, enr
                   target.id, new_purchase)
     answers = {}
     for role in ROLES:
-        if role == "anonymous" and route.endpoint.startswith(("customer.card", "customer.apple_pass")):
+        if role == "anonymous" and route.endpoint.startswith(("customer.card", "customer.apple_pass",
+                                                              "customer.device", "google_wallet.")):
             world.card_token = "not-the-link"
         else:
             world.card_token = member["card_url"].rsplit("/", 1)[1]

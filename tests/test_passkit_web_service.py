@@ -30,7 +30,7 @@ from sqlalchemy import select, update
 from app.models import AppleDevice, ApplePush, AppleRegistration, Card
 from app.wallet import DEV_FILES, DEV_TEAM_ID, PassUpdateWorker, get_apple_wallet
 from tests.apns_server import LocalApns
-from tests.conftest import ProgramKit, build_program
+from tests.conftest import ProgramKit
 
 PASSKIT = "/wallet/apple/v1"
 KEY_ID = "KEYID12345"
@@ -78,29 +78,12 @@ class Member:
 
 
 @pytest.fixture()
-def device_client(app: Flask) -> FlaskClient:
-    """A client whose requests commit for real (it must not share a test with `client`/`db_session`)."""
-    assert app.extensions["db"].pinned_session is None
-    return app.test_client()
-
-
-@pytest.fixture()
-def shop(app: Flask) -> ProgramKit:
-    with app.app_context():
-        session = app.extensions["db"].sessionmaker()
-        try:
-            return build_program(session, app)
-        finally:
-            session.close()
-
-
-@pytest.fixture()
-def member(device_client: FlaskClient, shop: ProgramKit) -> Member:
+def member(committed_client: FlaskClient, committed_shop: ProgramKit) -> Member:
     """A new member who has just added their card to Apple Wallet (downloaded the pass from the answer's link)."""
-    answer = device_client.post("/api/v1/enrollments", headers=shop.headers,
+    answer = committed_client.post("/api/v1/enrollments", headers=committed_shop.headers,
                                 json={"name": "Amina Karimi", "email": f"{secrets.token_hex(5)}@example.com"}).json
     assert answer["apple_pass_url"].endswith("/card.pkpass")
-    pass_json = _pass_json(device_client.get(answer["apple_pass_url"]).data)
+    pass_json = _pass_json(committed_client.get(answer["apple_pass_url"]).data)
     return Member(pass_json["serialNumber"], answer["code"], pass_json["authenticationToken"],
                   pass_json["passTypeIdentifier"], answer["card_url"], answer["apple_pass_url"])
 
@@ -139,9 +122,9 @@ def _device() -> str:
     return uuid.uuid4().hex
 
 
-def test_the_walk_of_a_device(app: Flask, device_client: FlaskClient, shop: ProgramKit, member: Member,
-                              apns: LocalApns, tmp_path: Path) -> None:
-    client = device_client
+def test_the_walk_of_a_device(app: Flask, committed_client: FlaskClient, committed_shop: ProgramKit,
+                              member: Member, apns: LocalApns, tmp_path: Path) -> None:
+    client = committed_client
     device, push_token = _device(), _push_token()
 
     # The downloaded pass points at this web service, carries the card's code, and verifies against the dev CA.
@@ -180,7 +163,7 @@ def test_the_walk_of_a_device(app: Flask, device_client: FlaskClient, shop: Prog
     assert client.get(member.pass_path()).status_code == 401
 
     # A purchase: exactly one push to the device, then the serial shows up since the old tag with a later one.
-    bought = _buy(client, shop, member)
+    bought = _buy(client, committed_shop, member)
     report = _worker(app).run_once()
     assert (report.republished, report.sent) == (1, 1)
     [push] = apns.wait_for(1)
@@ -210,21 +193,22 @@ def test_the_walk_of_a_device(app: Flask, device_client: FlaskClient, shop: Prog
     assert client.delete(member.registration(device)).status_code == 401
     assert client.delete(member.registration(device), headers=member.auth()).status_code == 200
     assert client.get(f"{PASSKIT}/devices/{device}/registrations/{member.pass_type}").status_code == 204
-    _buy(client, shop, member)
+    _buy(client, committed_shop, member)
     _worker(app).run_once()
     assert len(apns.received) == 1
 
 
-def test_one_push_per_registered_device_and_a_410_purges(app: Flask, device_client: FlaskClient,
-                                                          shop: ProgramKit, member: Member, apns: LocalApns) -> None:
-    client = device_client
+def test_one_push_per_registered_device_and_a_410_purges(
+    app: Flask, committed_client: FlaskClient, committed_shop: ProgramKit, member: Member, apns: LocalApns
+) -> None:
+    client = committed_client
     phone, watch = (_device(), _push_token()), (_device(), _push_token())
     for device, token in (phone, watch):
         assert client.post(member.registration(device), json={"pushToken": token},
                            headers=member.auth()).status_code == 201
     apns.respond(watch[1], 410)
 
-    _buy(client, shop, member)
+    _buy(client, committed_shop, member)
     report = _worker(app).run_once()
     assert (report.sent, report.purged) == (1, 1)
     assert sorted(push.device_token for push in apns.wait_for(2)) == sorted([phone[1], watch[1]])
@@ -245,17 +229,17 @@ def test_one_push_per_registered_device_and_a_410_purges(app: Flask, device_clie
     assert client.get(f"{PASSKIT}/devices/{watch[0]}/registrations/{member.pass_type}").status_code == 204
 
     # The next change pushes the phone only.
-    _buy(client, shop, member)
+    _buy(client, committed_shop, member)
     _worker(app).run_once()
     assert [push.device_token for push in apns.wait_for(3)][2:] == [phone[1]]
 
 
-def test_a_failed_push_is_retried_with_backoff(app: Flask, device_client: FlaskClient, shop: ProgramKit,
+def test_a_failed_push_is_retried_with_backoff(app: Flask, committed_client: FlaskClient, committed_shop: ProgramKit,
                                                member: Member, apns: LocalApns) -> None:
     device, token = _device(), _push_token()
-    device_client.post(member.registration(device), json={"pushToken": token}, headers=member.auth())
+    committed_client.post(member.registration(device), json={"pushToken": token}, headers=member.auth())
     apns.respond(token, 500, 429, 200)
-    _buy(device_client, shop, member)
+    _buy(committed_client, committed_shop, member)
 
     start = dt.datetime.now(dt.UTC)
     assert _worker(app).run_once(now=lambda: start).retrying == 1
@@ -266,31 +250,33 @@ def test_a_failed_push_is_retried_with_backoff(app: Flask, device_client: FlaskC
     assert [push.status for push in apns.wait_for(3)] == [500, 429, 200]
 
 
-def test_a_purchase_does_not_wait_for_the_background_publisher(app: Flask, device_client: FlaskClient,
-                                                               shop: ProgramKit, member: Member, apns: LocalApns,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_purchase_does_not_wait_for_the_background_publisher(
+    app: Flask, committed_client: FlaskClient, committed_shop: ProgramKit, member: Member, apns: LocalApns,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """With the worker thread on (as in production) the push arrives by itself after the purchase commits."""
     device, token = _device(), _push_token()
-    device_client.post(member.registration(device), json={"pushToken": token}, headers=member.auth())
+    committed_client.post(member.registration(device), json={"pushToken": token}, headers=member.auth())
     monkeypatch.setitem(app.config, "PASS_UPDATE_WORKER", True)
     worker = _worker(app)
     try:
-        _buy(device_client, shop, member)
+        _buy(committed_client, committed_shop, member)
         [push] = apns.wait_for(1, timeout=10)
         assert push.device_token == token
         # And a later pass fetch shows the balance the push announced.
-        fetched = device_client.get(member.pass_path(), headers=member.auth())
+        fetched = committed_client.get(member.pass_path(), headers=member.auth())
         assert _points(_pass_json(fetched.data))[0] > 0
     finally:
         worker.stop()
 
 
-def test_changes_from_elsewhere_are_found_by_the_sweep(app: Flask, device_client: FlaskClient, shop: ProgramKit,
-                                                       member: Member, apns: LocalApns) -> None:
+def test_changes_from_elsewhere_are_found_by_the_sweep(
+    app: Flask, committed_client: FlaskClient, committed_shop: ProgramKit, member: Member, apns: LocalApns
+) -> None:
     """A card changed where this process cannot hear of it (another app server, or by hand in SQL) is
     republished by the sweep that the worker runs every SWEEP_SECONDS and `passes push` runs once."""
     device, token = _device(), _push_token()
-    device_client.post(member.registration(device), json={"pushToken": token}, headers=member.auth())
+    committed_client.post(member.registration(device), json={"pushToken": token}, headers=member.auth())
     with app.extensions["db"].engine.begin() as connection:
         connection.execute(update(Card).where(Card.serial == member.serial).values(status="revoked"))
     assert _worker(app).run_once().republished == 0  # nothing was noted in this process
@@ -298,19 +284,20 @@ def test_changes_from_elsewhere_are_found_by_the_sweep(app: Flask, device_client
     assert result.exit_code == 0, result.output
     assert "1 passes republished" in result.output and "1 sent" in result.output
     assert apns.wait_for(1)[0].device_token == token
-    revoked = device_client.get(member.pass_path(), headers=member.auth())
+    revoked = committed_client.get(member.pass_path(), headers=member.auth())
     assert _pass_json(revoked.data).get("voided") is True
 
 
-def test_a_reissued_card_leaves_its_old_pass_behind(app: Flask, device_client: FlaskClient, shop: ProgramKit,
-                                                    member: Member, apns: LocalApns) -> None:
+def test_a_reissued_card_leaves_its_old_pass_behind(
+    app: Flask, committed_client: FlaskClient, committed_shop: ProgramKit, member: Member, apns: LocalApns
+) -> None:
     device = _device()
-    device_client.post(member.registration(device), json={"pushToken": _push_token()}, headers=member.auth())
+    committed_client.post(member.registration(device), json={"pushToken": _push_token()}, headers=member.auth())
     runner = app.test_cli_runner()
     assert runner.invoke(args=["cards", "reissue", member.serial]).exit_code == 0
     # The old pass's token opens nothing now; its device has no passes left to hear about.
-    assert device_client.get(member.pass_path(), headers=member.auth()).status_code == 401
-    assert device_client.get(f"{PASSKIT}/devices/{device}/registrations/{member.pass_type}").status_code == 204
+    assert committed_client.get(member.pass_path(), headers=member.auth()).status_code == 401
+    assert committed_client.get(f"{PASSKIT}/devices/{device}/registrations/{member.pass_type}").status_code == 204
 
 
 @pytest.mark.parametrize(("path", "body", "status"), [
@@ -323,34 +310,35 @@ def test_a_reissued_card_leaves_its_old_pass_behind(app: Flask, device_client: F
     ("/log", None, 400),
 ])
 def test_bad_requests_get_a_clear_answer_and_change_nothing(
-    device_client: FlaskClient, member: Member, path: str, body: dict[str, Any] | None, status: int
+    committed_client: FlaskClient, member: Member, path: str, body: dict[str, Any] | None, status: int
 ) -> None:
     url = PASSKIT + path.format(device=_device(), type=member.pass_type, serial=member.serial)
-    response = device_client.post(url, json=body, headers=member.auth()) if body is not None else \
-        device_client.post(url, data="{", headers={**member.auth(), "Content-Type": "application/json"})
+    response = committed_client.post(url, json=body, headers=member.auth()) if body is not None else \
+        committed_client.post(url, data="{", headers={**member.auth(), "Content-Type": "application/json"})
     assert response.status_code == status
     assert response.mimetype == "application/problem+json" and response.json["detail"]
 
 
-def test_bad_tags_are_refused(device_client: FlaskClient, member: Member) -> None:
-    response = device_client.get(f"{PASSKIT}/devices/{_device()}/registrations/{member.pass_type}"
+def test_bad_tags_are_refused(committed_client: FlaskClient, member: Member) -> None:
+    response = committed_client.get(f"{PASSKIT}/devices/{_device()}/registrations/{member.pass_type}"
                                  "?passesUpdatedSince=yesterday")
     assert response.status_code == 422 and response.json["field"] == "passesUpdatedSince"
 
 
-def test_tags_and_last_modified_strictly_increase(app: Flask, device_client: FlaskClient, shop: ProgramKit,
-                                                  member: Member, apns: LocalApns) -> None:
+def test_tags_and_last_modified_strictly_increase(
+    app: Flask, committed_client: FlaskClient, committed_shop: ProgramKit, member: Member, apns: LocalApns
+) -> None:
     """Three changes within one second still give three later tags and three later Last-Modified dates."""
     device = _device()
-    device_client.post(member.registration(device), json={"pushToken": _push_token()}, headers=member.auth())
+    committed_client.post(member.registration(device), json={"pushToken": _push_token()}, headers=member.auth())
     tags, dates = [], []
     moment = dt.datetime.now(dt.UTC)
     for _ in range(3):
-        _buy(device_client, shop, member, "1.00")
+        _buy(committed_client, committed_shop, member, "1.00")
         _worker(app).run_once(now=lambda: moment)
-        tags.append(int(device_client.get(f"{PASSKIT}/devices/{device}/registrations/{member.pass_type}")
+        tags.append(int(committed_client.get(f"{PASSKIT}/devices/{device}/registrations/{member.pass_type}")
                         .json["lastUpdated"]))
-        dates.append(parsedate_to_datetime(device_client.get(member.pass_path(), headers=member.auth())
+        dates.append(parsedate_to_datetime(committed_client.get(member.pass_path(), headers=member.auth())
                                            .headers["Last-Modified"]))
     assert tags == sorted(set(tags)) and len(set(tags)) == 3
     assert dates == sorted(set(dates)) and len(set(dates)) == 3

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.domain.errors import NotFound, Unauthorized, ValidationError
 from app.domain.money import format_amount
+from app.domain.retries import MAX_ATTEMPTS, retry_delay
 from app.domain.rules import rules_from_json
 from app.models import (
     AppleDevice,
@@ -33,9 +34,7 @@ from app.models import (
 from passes import CardPass
 
 TAG_COUNTER = "apple_update_tag"
-MAX_PUSH_ATTEMPTS = 8
-FIRST_RETRY = dt.timedelta(seconds=30)
-LONGEST_RETRY = dt.timedelta(hours=1)
+MAX_PUSH_ATTEMPTS = MAX_ATTEMPTS
 PUSH_LEASE = dt.timedelta(seconds=60)
 
 _SERIAL = re.compile(r"[A-Z2-7]{13}")
@@ -357,12 +356,6 @@ def record_push_result(session: Session, job: PushJob, outcome: PushOutcome, now
     session.execute(update(ApplePush).where(ApplePush.id == job.id).values(**values))
     session.flush()
     return str(values.get("status", "pending"))
-
-
-def retry_delay(attempts: int) -> dt.timedelta:
-    """The wait before the next try after `attempts` failed ones: doubling from 30 s, capped at an hour."""
-    delay: dt.timedelta = FIRST_RETRY * 2 ** (attempts - 1)
-    return min(delay, LONGEST_RETRY)
 
 
 def next_push_due(session: Session) -> dt.datetime | None:

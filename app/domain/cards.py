@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import secrets
 from dataclasses import dataclass
@@ -11,8 +12,16 @@ from sqlalchemy.orm import Session
 
 from app.domain.apple_wallet import forget_card_passes
 from app.domain.card_code import ParsedCode, new_serial, parse_card_code, sign_card_code, verify_signature
-from app.domain.errors import CardRevoked, Conflict, InvalidCardCode, NotFound, WrongProgram
+from app.domain.errors import (
+    CardRevoked,
+    Conflict,
+    InvalidCardCode,
+    NotFound,
+    RotatingCodeRequired,
+    WrongProgram,
+)
 from app.domain.pass_changes import note_card_changed
+from app.domain.rotating_codes import check_rotating, forget_device_secrets, parse_rotating_code
 from app.domain.signing import KeyStore, active_signing_key, public_key_from_bytes
 from app.models import Card, LedgerEntry, Program, RetiredSerial, SigningKey
 from app.models.card import new_pass_auth_token
@@ -85,6 +94,29 @@ def verify_card_code(session: Session, program: Program, code: object, *, lock: 
     With `lock`, the card row is read FOR UPDATE, so the caller may then change its balance safely.
     """
     return load_card(session, program, check_code_signature(session, program, code), lock=lock)
+
+
+def verify_till_code(
+    session: Session, program: Program, code: object, *, actor: str, now: dt.datetime, consume: bool
+) -> Card:
+    """The card a till's scanned code names, under the program's choice of static or live codes.
+
+    A program with live codes (app/domain/rotating_codes.py) takes only them: a static code, even a genuine
+    one, is a printout or a screenshot there. `consume` is True for a scan (the code is taken, once), False for
+    a quote or a purchase (the till that scanned it goes on with it). A program without live codes takes a live
+    code by the signed card code inside it, which it would take on its own anyway: a pass or a page still
+    showing live codes just after the program turned them off keeps working.
+    """
+    rotating = parse_rotating_code(code)
+    card = verify_card_code(session, program, code if rotating is None else rotating.static_code)
+    if not program.rotating_codes:
+        return card
+    if rotating is None:
+        raise RotatingCodeRequired(
+            "This program uses live codes: scan the code on the member's phone, not a printout or screenshot."
+        )
+    check_rotating(session, card, program, rotating, actor, now, consume=consume)
+    return card
 
 
 def check_code_signature(session: Session, program: Program, code: object) -> CheckedCode:
@@ -195,6 +227,8 @@ def reissue_card(session: Session, card: Card) -> Card:
     # The old wallet pass goes with the old serial: its token stops working and its devices are forgotten.
     card.pass_auth_token = new_pass_auth_token()
     forget_card_passes(session, card)
+    # The browsers that showed live codes did so behind the old link, which now leads nowhere.
+    forget_device_secrets(session, card, browsers_only=True)
     note_card_changed(session, card.id)
     session.flush()
     return card

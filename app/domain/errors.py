@@ -123,3 +123,28 @@ class CardRevoked(CardRefused):
     code = "revoked_card"
     title = "Card revoked"
     reason = "revoked"
+
+
+# Rotating ("live") codes, for programs that turn them on (app/domain/rotating_codes.py). Also CardRefused:
+#     CardRefused
+#     ├── ExpiredCode           a live code older than one period either side: a screenshot or a photo
+#     ├── CodeAlreadyUsed       a live code that was already scanned (by another till, or scanned twice)
+#     └── RotatingCodeRequired  a static code shown to a program that takes live codes only
+
+
+class ExpiredCode(CardRefused):
+    code = "expired_code"
+    title = "Expired code"
+    reason = "expired code"
+
+
+class CodeAlreadyUsed(CardRefused):
+    code = "code_already_used"
+    title = "Code already used"
+    reason = "already used"
+
+
+class RotatingCodeRequired(CardRefused):
+    code = "rotating_code_required"
+    title = "Live code required"
+    reason = "live code required"

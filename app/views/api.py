@@ -70,9 +70,10 @@ def create_enrollment():  # type: ignore[no-untyped-def]
         **card_summary(card),
         "code": code,
         "card_url": url_for("customer.card_page", token=card.page_token, _external=True),
-        "apple_pass_url": url_for("customer.apple_pass", token=card.page_token, _external=True),
-        # Google Wallet arrives with its own issue; until then this stays null.
-        "google_save_url": None,
+        # Apple Wallet cannot show a live code, so programs with rotating codes offer no Apple pass.
+        "apple_pass_url": None if program.rotating_codes
+        else url_for("customer.apple_pass", token=card.page_token, _external=True),
+        "google_save_url": url_for("google_wallet.save_to_google_wallet", token=card.page_token, _external=True),
     }
     return jsonify(body), 201
 

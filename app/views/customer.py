@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -19,10 +19,11 @@ from app.domain.enrollment import (
 from app.domain.errors import AlreadyEnrolled, ValidationError
 from app.domain.money import format_amount
 from app.domain.programs import get_program
+from app.domain.rotating_codes import DIGITS, device_slots, new_device_secret
 from app.domain.rules import next_tier, rules_from_json
 from app.keys import get_keys
 from app.mail import send_card_link
-from app.models import Card, Program
+from app.models import Card, Program, utcnow
 from app.qr import qr_png, qr_svg
 from app.views.apple_wallet import pkpass_response
 
@@ -105,17 +106,23 @@ def _card_by_token(token: str) -> Card:
 
 @bp.get("/c/<token>")
 def card_page(token: str) -> Response:
-    """The member's card: the QR to show at the till, balance and tier. Reached only by its secret link."""
+    """The member's card: the QR to show at the till, balance and tier. Reached only by its secret link.
+
+    For a program with live codes the page carries no QR of its own: its script draws the live one from this
+    browser's secret (static/js/card-code.js), so there is no static code on it to screenshot.
+    """
     session = get_session()
     card = _card_by_token(token)
     currency = card.program.currency
     upcoming = next_tier(card.lifetime_spend, rules_from_json(card.program.rules).tiers)
+    live = card.status == "active" and card.program.rotating_codes
     html = render_template(
         "card.html",
         card=card,
         program=card.program,
         holder=display_name(card.customer.name),
-        qr_svg=qr_svg(card_code(session, card, get_keys())) if card.status == "active" else None,
+        qr_svg=qr_svg(card_code(session, card, get_keys())) if card.status == "active" and not live else None,
+        live_code=_live_code_settings(card) if live else None,
         lifetime_spend=format_amount(card.lifetime_spend, currency),
         next_tier=upcoming,
         to_next_tier=format_amount(upcoming.min_spend - card.lifetime_spend, currency) if upcoming else None,
@@ -127,12 +134,53 @@ def card_page(token: str) -> Response:
     return response
 
 
+def _live_code_settings(card: Card) -> dict[str, object]:
+    """What the card page's script needs to draw the live code, as the data-attributes it reads."""
+    session = get_session()
+    return {
+        "card_code": card_code(session, card, get_keys()),
+        "period": card.program.code_period_seconds,
+        "device_url": url_for("customer.device_secret", token=card.page_token),
+        "device_slots": ",".join(str(slot) for slot in device_slots(session, card)),
+        # The server's clock, so a phone whose clock is far off can still show codes the till accepts.
+        "server_time_ms": int(utcnow().timestamp() * 1000),
+    }
+
+
+@bp.post("/c/<token>/device")
+def device_secret(token: str) -> Response:
+    """A live-code secret for one more browser showing the card, as JSON: its slot, the secret (hex), the
+    period and the signed card code. The card page's script asks once and keeps the answer in the browser."""
+    session = get_session()
+    card = _card_by_token(token)
+    program = card.program
+    if card.status == "revoked":
+        abort(410, "This card has been revoked. Ask at the till for a new card.")
+    if not program.rotating_codes:
+        abort(409, f"{program.name} does not use live codes: the card page shows your card's QR code as it is.")
+    device = new_device_secret(session, card, utcnow())
+    body = {
+        "slot": device.slot,
+        "secret": device.secret.hex(),
+        "period": program.code_period_seconds,
+        "digits": DIGITS,
+        "code": card_code(session, card, get_keys()),
+    }
+    session.commit()
+    response = jsonify(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.get("/c/<token>/card.pkpass")
 def apple_pass(token: str) -> Response:
     """The card as an Apple Wallet pass: Safari on an iPhone offers to add it; it updates with the balance."""
     card = _card_by_token(token)
     if card.status == "revoked":
         abort(410, "This card has been revoked, so it cannot be added to Apple Wallet. Ask at the till for a new card.")
+    if card.program.rotating_codes:
+        abort(409, f"{card.program.name} uses live codes that change every few seconds, which Apple Wallet cannot "
+                   "show. Use your card page, or Google Wallet, at the till.")
     return pkpass_response(card)
 
 
@@ -142,6 +190,9 @@ def card_qr_png(token: str) -> Response:
     card = _card_by_token(token)
     if card.status == "revoked":
         abort(410, "This card has been revoked, so its QR code is no longer valid. Ask at the till for a new card.")
+    if card.program.rotating_codes:
+        abort(409, f"{card.program.name} uses live codes that change every {card.program.code_period_seconds} "
+                   "seconds, so there is no QR code to save or print: open your card page at the till instead.")
     png = qr_png(card_code(get_session(), card, get_keys()))
     return Response(png, mimetype="image/png", headers={
         "Cache-Control": "no-store",

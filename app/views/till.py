@@ -3,20 +3,27 @@
 Both audiences scan, quote, purchase and void through these helpers, so the two cannot drift apart: the
 same validation, the same domain calls, the same answer on a retried purchase. The blueprints around them only
 say who is acting and for which program.
+
+A program with live codes (app/domain/rotating_codes.py) checks each code against the till that shows it:
+the scan takes the code, and only that till may quote and buy with it. So those scans write (the replay
+cache) and commit; a program with static codes pays nothing for any of this, not even a query.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, g, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
-from app.db import get_session, start_writing
-from app.domain.cards import display_name, verify_card_code
+from app.auth import current_staff
+from app.db import begin_reading, get_session, start_writing
+from app.domain.cards import display_name, verify_card_code, verify_till_code
 from app.domain.errors import DomainError, ValidationError
 from app.domain.purchases import (
     Actor,
+    PurchaseRequest,
     commit_purchase,
     find_replay,
     parse_purchase_request,
@@ -26,7 +33,8 @@ from app.domain.purchases import (
     validate_idempotency_key,
     void_purchase,
 )
-from app.models import Card, Program
+from app.domain.rotating_codes import static_part
+from app.models import Card, Program, utcnow
 
 
 class InvalidJson(DomainError):
@@ -57,19 +65,72 @@ def card_summary(card: Card) -> dict[str, Any]:
     }
 
 
+def actor_label(actor: Actor) -> str:
+    """Who is at the till, as the replay cache of live codes records it: "staff:12" or "api_key:3"."""
+    if actor.staff_id is not None:
+        return f"staff:{actor.staff_id}"
+    if actor.api_key_id is not None:
+        return f"api_key:{actor.api_key_id}"
+    raise ValueError("an actor at the till is a member of staff or an API key")
+
+
+def _request_actor() -> str:
+    # The blueprints say who acts only where it is written down (purchases, voids); a scan or a quote of a
+    # live code needs it too, and the request knows: an API key (api.py) or a signed-in member of staff.
+    api_key = g.get("api_key")
+    if api_key is not None:
+        return actor_label(Actor(api_key_id=api_key.id))
+    staff = current_staff()
+    if staff is None:  # pragma: no cover - both blueprints authenticate before any till helper runs
+        raise RuntimeError("a till request without an API key or a signed-in member of staff")
+    return actor_label(Actor(staff_id=staff.id))
+
+
 def scan_card(program: Program) -> dict[str, Any]:
-    """The summary of the card the request's scanned code names, or the domain's reason to refuse it."""
+    """The summary of the card the request's scanned code names, or the domain's reason to refuse it.
+
+    With live codes, the scan takes the code (nobody may scan it again) and commits that.
+    """
     code = json_body().get("code")
     if not isinstance(code, str) or not code:
         raise ValidationError("code is required: the card code the scanner read, as a string.", field="code")
-    return card_summary(verify_card_code(get_session(), program, code))
+    session = get_session()
+    if not program.rotating_codes:
+        return card_summary(verify_card_code(session, program, static_part(code)))
+    start_writing(session)
+    card = verify_till_code(session, program, code, actor=_request_actor(), now=utcnow(), consume=True)
+    summary = card_summary(card)
+    session.commit()
+    return summary
 
 
 def quote(program: Program) -> dict[str, Any]:
-    """The priced quote for the request's card and basket, and the card it is for; writes nothing."""
-    purchase_request = parse_purchase_request(json_body(), program.currency)
-    card, priced = quote_purchase(get_session(), program, purchase_request)
+    """The priced quote for the request's card and basket, and the card it is for.
+
+    It writes nothing, except that a live code nobody scanned yet is taken by this till.
+    """
+    sent = parse_purchase_request(json_body(), program.currency)
+    if program.rotating_codes:
+        _admit_live_code(program, sent.code, _request_actor())
+    card, priced = quote_purchase(get_session(), program, _with_static_code(sent))
     return {**quote_json(priced, program.currency), "card": card_summary(card)}
+
+
+def _admit_live_code(program: Program, code: str, actor: str) -> None:
+    """Check a quote's or purchase's code under the program's live codes, for this till; a code nobody scanned
+    is taken here. Committed at once, so the till keeps it even if the pricing then refuses the basket."""
+    session = get_session()
+    start_writing(session)
+    verify_till_code(session, program, code, actor=actor, now=utcnow(), consume=False)
+    session.commit()
+    begin_reading(session)  # the pricing only reads, as before; a purchase takes the write lock for its writes
+
+
+def _with_static_code(purchase_request: PurchaseRequest) -> PurchaseRequest:
+    """The request with a live code's signed card code in its place: what pricing checks, and what the purchase's
+    fingerprint is made of, so a retry after a rescan (a new live code, the same card) is the same purchase."""
+    static = static_part(purchase_request.code)
+    return purchase_request if static is purchase_request.code else dataclasses.replace(purchase_request, code=static)
 
 
 def record_purchase(program: Program, actor: Actor) -> Response:
@@ -89,7 +150,17 @@ def record_purchase(program: Program, actor: Actor) -> Response:
 def _commit_once(program: Program, actor: Actor) -> tuple[dict[str, Any], bool]:
     session = get_session()
     key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
-    purchase_request = parse_purchase_request(json_body(), program.currency)
+    sent = parse_purchase_request(json_body(), program.currency)
+    purchase_request = _with_static_code(sent)
+    if program.rotating_codes:
+        try:
+            _admit_live_code(program, sent.code, actor_label(actor))
+        except DomainError:
+            # A retry of a committed purchase is answered as it was, even once its live code has expired.
+            earlier = find_replay(session, program, key, purchase_request.fingerprint())
+            if earlier is None:
+                raise
+            return purchase_json(earlier, program.currency), True
     try:
         result = commit_purchase(session, program, purchase_request, actor, key,
                                  begin_writing=lambda: start_writing(session))

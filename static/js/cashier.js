@@ -253,7 +253,8 @@ function quoteRequest() {
 }
 
 // What a keyboard-wedge scanner typed into the amount field when the cashier scanned the next card too early.
-const LOOKS_LIKE_A_CARD_CODE = /^[A-Za-z2-7]{20,}$/;
+// A static code, or a live one (code.slot.totp, docs/card-code.md).
+const LOOKS_LIKE_A_CARD_CODE = /^[A-Za-z2-7]{20,}(\.\d+\.\d{6})?$/;
 
 async function requestQuote() {
   if (!["card", "quoted"].includes(state.phase)) return;
