@@ -141,11 +141,16 @@ def google_config() -> GoogleWalletConfig:
     return GoogleWalletConfig(wallet.issuer_id, origins, development=wallet.development)
 
 
+def _logo_url(base: str, program: Program) -> str:
+    # The revision in the query makes Google fetch a changed logo again rather than keep its cached copy.
+    return f"{base}/p/{program.slug}/logo.png?v={program.pass_revision}"
+
+
 def card_description(session: Session, card: Card) -> LoyaltyCard:
     """The card's loyalty object as it should look now."""
     base = public_base_url()
     program = card.program
-    described = loyalty_program(program, google_config(), logo_url=f"{base}/p/{program.slug}/logo.png",
+    described = loyalty_program(program, google_config(), logo_url=_logo_url(base, program),
                                 homepage_url=f"{base}/join/{program.slug}")
     secret = slot0_secret(session, card).secret if program.rotating_codes else None
     return loyalty_card(card, card_code(session, card, get_keys()), described,
@@ -306,7 +311,7 @@ def patch_stale_classes(session: Session, report: GoogleReport, now: dt.datetime
         klass = session.get(GoogleWalletClass, program_id)
         if program is None or klass is None:
             continue
-        described = loyalty_program(program, google_config(), logo_url=f"{base}/p/{program.slug}/logo.png",
+        described = loyalty_program(program, google_config(), logo_url=_logo_url(base, program),
                                     homepage_url=f"{base}/join/{program.slug}")
         result = wallet.client().patch_class(klass.class_id, loyalty_class(described))
         if result.ok:

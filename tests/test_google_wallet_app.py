@@ -107,7 +107,7 @@ def test_the_save_link_is_a_signed_jwt_that_googles_schema_accepts(
     assert loyalty_object["accountId"] == member["serial"] and loyalty_object["state"] == "ACTIVE"
     assert loyalty_class["programName"] == committed_shop.program.name
     assert loyalty_class["programLogo"]["sourceUri"]["uri"] == \
-        f"http://loyalty.test/p/{committed_shop.program.slug}/logo.png"
+        f"http://loyalty.test/p/{committed_shop.program.slug}/logo.png?v={committed_shop.program.pass_revision}"
     # The logo Google would fetch is there.
     logo = committed_client.get(f"/p/{committed_shop.program.slug}/logo.png")
     assert logo.status_code == 200 and logo.mimetype == "image/png"

@@ -1,4 +1,5 @@
-"""The manager's pages: the dashboard (/manager), the program's rules (/manager/settings) and its staff.
+"""The manager's pages: the dashboard (/manager), the program's rules (/manager/settings), how its wallet cards
+look (/manager/wallet) and its staff.
 
 Every page shows and changes only the signed-in manager's own program: the program always comes from the
 session's staff record, never from the URL or the form.
@@ -7,6 +8,7 @@ session's staff record, never from the URL or the form.
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
 from app.auth import current_staff, staff_required
@@ -14,12 +16,28 @@ from app.charts import stacked_bar_chart
 from app.db import get_session
 from app.domain.dashboard import CHANNEL_LABELS, WINDOWS, build_dashboard, display_money
 from app.domain.errors import Conflict, ValidationError
+from app.domain.pass_look import (
+    COLOUR_FIELDS,
+    LOGO_TOO_LARGE,
+    MAX_LOGO_BYTES,
+    MAX_LOGO_SIDE,
+    READABLE_CONTRAST,
+    contrast_ratio,
+    pass_look_form_values,
+    read_pass_look,
+    save_pass_look,
+)
 from app.domain.programs import create_staff, list_staff, set_staff_active, update_program_rules
+from app.domain.rotating_codes import MAX_PERIOD_SECONDS, MIN_PERIOD_SECONDS
 from app.domain.rules import rules_from_json
 from app.domain.settings import ROUNDING_LABELS, rules_form_values, rules_from_form
 from app.models import Program, Staff, utcnow
 
 bp = Blueprint("manager", __name__, url_prefix="/manager")
+
+# The Wallet form carries a logo, so a manager's post of it may be larger than the app's MAX_CONTENT_LENGTH: the
+# logo's own limit plus room for the other fields and the multipart framing.
+WALLET_FORM_LIMIT = MAX_LOGO_BYTES + 64 * 1024
 
 
 def _manager() -> Staff:
@@ -80,6 +98,71 @@ def _settings_page(program: Program, values: dict[str, str], errors: dict[str, s
     rows = sorted({int(key.rsplit("_", 1)[1]) for key in values if key.startswith("tier_name_")})
     return render_template("manager_settings.html", program=program, values=values, errors=errors,
                            summary=summary, tier_rows=rows, rounding_labels=ROUNDING_LABELS)
+
+
+@bp.route("/wallet", methods=["GET", "POST"])
+@staff_required("manager")
+def wallet() -> Response | str | tuple[str, int]:
+    """How the program's wallet cards look (colours, logo) and whether their code rotates. A change republishes
+    every member's pass; nothing is saved on an error."""
+    session = get_session()
+    program = _manager().program
+    if request.method == "GET":
+        return _wallet_page(program, pass_look_form_values(program), {})
+    upload = request.files.get("logo")
+    # One byte over the limit is enough to know it is over.
+    logo = upload.stream.read(MAX_LOGO_BYTES + 1) if upload is not None and upload.filename else None
+    try:
+        look = read_pass_look(request.form, logo)
+    except ValidationError as error:
+        errors: dict[str, str] = error.extra.get("errors", {})
+        summary = error.detail
+        if logo and "logo" not in errors:
+            summary += " Your logo was fine, but browsers forget a chosen file: choose it again."
+        sent = request.form.to_dict()
+        values = {**pass_look_form_values(program), "rotating_codes": "", "remove_logo": "",
+                  # A colour field shows a valid colour or none: a refused one is shown as the saved one.
+                  **{name: value for name, value in sent.items() if not (name in COLOUR_FIELDS and name in errors)}}
+        return _wallet_page(program, values, errors, summary=summary), 413 if error.extra.get("too_large") else 422
+    changed = save_pass_look(session, program, look)
+    session.commit()
+    flash("Saved. Cards already in members' wallets update shortly." if changed else "Saved (nothing had changed).",
+          "notice")
+    return redirect(url_for("manager.wallet"), code=303)
+
+
+@bp.url_value_preprocessor
+def _allow_logo_uploads(endpoint: str | None, values: dict[str, object] | None) -> None:
+    """Raise the request size limit for a manager posting the Wallet form, and for nothing else.
+
+    It must happen before the app's CSRF check reads the form, and URL value preprocessors are the one hook that
+    runs before every before_request function (Flask's `preprocess_request`).
+    """
+    if endpoint == "manager.wallet" and request.method == "POST":
+        staff = current_staff()
+        if staff is not None and staff.role == "manager":
+            request.max_content_length = WALLET_FORM_LIMIT
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def _too_large(error: RequestEntityTooLarge) -> tuple[str, int]:
+    """A Wallet form over WALLET_FORM_LIMIT gets the form back with the logo's message; other pages the usual one."""
+    staff = current_staff()
+    if request.endpoint != "manager.wallet" or staff is None or staff.role != "manager":
+        return render_template("error.html", title=error.name, detail=error.description), 413
+    return _wallet_page(staff.program, pass_look_form_values(staff.program), {"logo": LOGO_TOO_LARGE},
+                        summary="Nothing was saved: the logo file is too large."), 413
+
+
+def _wallet_page(program: Program, values: dict[str, str], errors: dict[str, str], summary: str = "") -> str:
+    return render_template(
+        "manager_wallet.html", program=program, values=values, errors=errors, summary=summary,
+        # The logo route is cached for an hour; the revision in the URL shows a new logo at once.
+        logo_url=url_for("public.program_logo", slug=program.slug, v=program.pass_revision),
+        low_contrast=contrast_ratio(program.pass_foreground, program.pass_background) < READABLE_CONTRAST,
+        min_period=MIN_PERIOD_SECONDS, max_period=MAX_PERIOD_SECONDS, max_logo_kb=MAX_LOGO_BYTES // 1024,
+        max_logo_side=MAX_LOGO_SIDE,
+    )
 
 
 @bp.get("/staff")
