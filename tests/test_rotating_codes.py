@@ -668,3 +668,16 @@ def test_the_doc_states_the_format_and_its_test_vector() -> None:
                   "`expired_code`", "`code_already_used`", "`rotating_code_required`", "**10 minutes**"):
         assert value in text, f"docs/card-code.md no longer shows {value}"
     assert parse_rotating_code(f"{CODE}.1.081804") == RotatingCode(CODE, 1, "081804")
+
+
+def test_a_live_code_program_offers_no_apple_pass(client: FlaskClient, live: tuple[ProgramKit, dict[str, Any], Phone],
+                                                  enroll: Callable[..., dict[str, Any]]) -> None:
+    """Apple Wallet cannot show a code that changes, and the till would refuse a fixed one: no Apple pass is
+    offered (the answer's apple_pass_url is null), and the pass link says why instead of handing one out."""
+    kit, member, _ = live
+    newcomer = enroll(kit)
+    assert newcomer["apple_pass_url"] is None and newcomer["google_save_url"]
+    token = member["card_url"].rsplit("/", 1)[1]
+    refused = client.get(f"/c/{token}/card.pkpass")
+    assert refused.status_code == 409 and "Apple Wallet cannot show" in refused.text
+    assert "Add to Apple Wallet" not in client.get(f"/c/{token}").text
