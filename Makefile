@@ -62,7 +62,7 @@ test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check app passes tests bench migrations wsgi.py
+	$(BIN)/ruff check --no-cache app passes tests bench migrations wsgi.py
 	$(BIN)/mypy app/domain passes
 
 ## Benchmark purchases against the reference endpoint under gunicorn, on SQLite and PostgreSQL

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, redirect
-from passes.google import GooglePassError
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from app.db import get_session, start_writing
 from app.google_wallet import GoogleWalletUnavailable, save_link_for
 from app.models import Card, utcnow
+from passes.google import GooglePassError
 
 bp = Blueprint("google_wallet", __name__)
 
