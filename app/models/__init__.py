@@ -2,6 +2,7 @@
 
 from app.models.base import Base, utcnow
 from app.models.card import LEDGER_KINDS, Card, LedgerEntry, RetiredSerial
+from app.models.mechanics import Coupon, CouponBatch, CouponUse, Offer, Referral, Reward
 from app.models.people import ApiKey, Customer, Staff
 from app.models.program import Location, Program, SigningKey
 from app.models.purchase import Purchase
@@ -27,16 +28,22 @@ __all__ = [
     "AppleRegistration",
     "Base",
     "Card",
+    "Coupon",
+    "CouponBatch",
+    "CouponUse",
     "CardCodeSecret",
     "Customer",
     "GoogleWalletClass",
     "GoogleWalletObject",
     "LedgerEntry",
     "Location",
+    "Offer",
     "Program",
     "Purchase",
     "RateLimitWindow",
+    "Referral",
     "RetiredSerial",
+    "Reward",
     "SigningKey",
     "Staff",
     "UsedRotatingCode",

@@ -39,6 +39,21 @@ class Card(Base):
     # The authenticationToken in the card's Apple pass: what a device shows the PassKit web service. A reissue
     # replaces it with the serial, so the old pass can no longer fetch updates.
     pass_auth_token: Mapped[str] = mapped_column(String(64), default=new_pass_auth_token)
+    # Stamp cards: stamps towards the next voucher, and vouchers earned and not yet used.
+    stamps: Mapped[int] = mapped_column(default=0)
+    vouchers: Mapped[int] = mapped_column(default=0)
+    # Cashback programs: a money-value balance in minor units, spent like points.
+    cashback: Mapped[int] = mapped_column(BigInteger, default=0)
+    # For the second-visit discount, referral bonuses and points expiry.
+    purchase_count: Mapped[int] = mapped_column(default=0)
+    first_purchase_at: Mapped[dt.datetime | None]
+    last_purchase_at: Mapped[dt.datetime | None]
+    # The code in the member's referral link (/r/<code>): short, random, not the serial.
+    referral_code: Mapped[str | None] = mapped_column(String(16), unique=True)
+    # A random id of the browser that enrolled (a cookie), so referring yourself from one phone earns nothing.
+    enrolled_device: Mapped[str | None] = mapped_column(String(64))
+    birthday_bonus_year: Mapped[int | None]
+    expiry_warned_at: Mapped[dt.datetime | None]
     created_at: Mapped[timestamp]
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

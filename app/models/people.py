@@ -62,6 +62,9 @@ class Customer(Base):
     email: Mapped[str | None] = mapped_column(String(254))
     phone: Mapped[str | None] = mapped_column(String(20))
     marketing_consent: Mapped[bool] = mapped_column(default=False)
+    # Optional, asked "for a birthday treat"; no year is kept.
+    birthday_month: Mapped[int | None]
+    birthday_day: Mapped[int | None]
     consent_wording_version: Mapped[str] = mapped_column(String(32))
     consent_recorded_at: Mapped[timestamp]
     channel: Mapped[str] = mapped_column(

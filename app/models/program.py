@@ -20,6 +20,9 @@ class Program(Base):
     name: Mapped[short_text]
     currency: Mapped[str] = mapped_column(String(3))
     rules: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # What a card collects: "points", "stamps" towards a voucher, or "cashback" (a money-value balance).
+    # Checked by the domain (app/domain/mechanics.py PROGRAM_KINDS), not by a CHECK that SQLite could not drop.
+    kind: Mapped[str] = mapped_column(String(16), default="points")
     # How the wallet passes look: colours as #rrggbb, and the merchant's logo as a PNG (None: a monogram).
     pass_background: Mapped[str] = mapped_column(String(7), default="#1f2937")
     pass_foreground: Mapped[str] = mapped_column(String(7), default="#ffffff")

@@ -32,6 +32,9 @@ class Purchase(Base):
     # The balance and tier right after this purchase, so a replayed request gets the first answer verbatim.
     points_after: Mapped[int]
     tier_after: Mapped[str | None] = mapped_column(String(64))
+    # What the purchase did beyond points (stamps, vouchers, cashback, coupons, bonuses), so a void undoes
+    # exactly that (app/domain/mechanics.py PurchaseEffects); None for purchases made before mechanics existed.
+    effects: Mapped[dict[str, Any] | None]
     status: Mapped[str] = mapped_column(
         Enum("committed", "voided", name="purchase_status", native_enum=False, create_constraint=True),
         default="committed",
