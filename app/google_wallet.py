@@ -63,6 +63,11 @@ DEV_ISSUER_ID = "3388000000000000000"
 class GoogleWalletUnavailable(Exception):
     """Google's API did not take what a save link needs first (the class or a rotating card's object)."""
 
+    def __init__(self, reason: str, *, for_member: str = "Google Wallet could not be reached just now. Please try "
+                                                         "again in a minute.") -> None:
+        super().__init__(reason)
+        self.for_member = for_member
+
 
 @dataclass
 class GoogleWallet:
@@ -182,6 +187,14 @@ def save_link_for(session: Session, card: Card, now: dt.datetime) -> str:
                          class_inserted=klass.inserted_at is not None, object_inserted=row.inserted_at is not None,
                          max_length=max_length)
     except NeedsInsert as needed:
+        if wallet.development and wallet.api_url == WALLET_API_URL:
+            raise GoogleWalletUnavailable(
+                "this card's object must be stored at Google first (live codes keep their secret out of links), "
+                "and a development key cannot do that (set GOOGLE_SERVICE_ACCOUNT_FILE, or GOOGLE_WALLET_API_URL "
+                "for a stand-in)",
+                for_member="Google Wallet cards with live codes need the server's Google Wallet account, which is "
+                           "not set up yet. Show this page at the till instead.",
+            ) from None
         _insert_class(wallet, klass, description, card.program, now)
         _insert_object(wallet, row, needed.object_body, now)
         link = save_link(wallet.account, google_config().origins, description, class_inserted=True,

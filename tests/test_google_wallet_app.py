@@ -274,3 +274,16 @@ def test_with_a_real_key_the_class_is_inserted_once_and_links_carry_only_the_obj
     [insert] = google.api_requests("POST")
     assert insert.path.endswith("/loyaltyClass")
     assert_valid("LoyaltyClass", insert.json)
+
+
+def test_with_the_development_key_a_live_code_card_says_google_wallet_is_not_set_up(
+    app: Flask, committed_client: FlaskClient, committed_shop: ProgramKit
+) -> None:
+    """Out of the box nothing can be stored at Google, which live-code cards need: the member is told plainly,
+    and Google's real API is never called."""
+    app.extensions.pop("google_wallet", None)
+    member = _enroll(committed_client, committed_shop)
+    _turn_on_rotation(app, committed_shop.program)
+    response = committed_client.get(urlsplit(member["google_save_url"]).path)
+    assert response.status_code == 503 and "not set up yet" in response.text
+    assert _object_row(app, member["serial"]) is None

@@ -39,7 +39,7 @@ def save_to_google_wallet(token: str) -> Response:
     except GoogleWalletUnavailable as error:
         session.rollback()
         current_app.logger.warning("Google Wallet save link not made: %s", error)
-        abort(503, "Google Wallet could not be reached just now. Please try again in a minute.")
+        abort(503, error.for_member)
     session.commit()
     response = redirect(link, code=303)
     response.headers["Cache-Control"] = "no-store"
