@@ -15,7 +15,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
+from app.domain.coupons import create_batch, create_coupon, create_offer, create_reward
 from app.domain.programs import create_staff
+from app.models import utcnow
 from app.wallet import DEV_PASS_TYPE_ID
 
 PASSWORD = "correct horse battery"
@@ -30,6 +32,10 @@ class World:
     serial: str
     target_staff_id: int
     new_purchase: Callable[[], int]
+    coupon_id: int = 0
+    batch_id: int = 0
+    offer_id: int = 0
+    reward_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,33 @@ ROUTES = [
     Route("manager.wallet", "GET", lambda w: "/manager/wallet", MANAGER_PAGE),
     Route("manager.wallet", "POST", lambda w: "/manager/wallet", staff_only(302, 403, 422, 422),
           lambda w: {"pass_background": "not a colour"}, form=True),
+    Route("manager_offers.coupons", "GET", lambda w: "/manager/coupons", MANAGER_PAGE),
+    Route("manager_offers.create_promo_code", "POST", lambda w: "/manager/coupons", staff_only(302, 403, 422, 422),
+          lambda w: {"code": "not a code!"}, form=True),
+    Route("manager_offers.create_code_batch", "POST", lambda w: "/manager/coupons/batches",
+          staff_only(302, 403, 422, 422), lambda w: {"batch_count": "0"}, form=True),
+    Route("manager_offers.export_batch", "GET", lambda w: f"/manager/coupons/batches/{w.batch_id}.csv",
+          staff_only(302, 403, 404, 200)),
+    Route("manager_offers.deactivate_coupon", "POST", lambda w: f"/manager/coupons/{w.coupon_id}/deactivate",
+          staff_only(302, 403, 404, 303), lambda w: {}, form=True),
+    Route("manager_offers.reactivate_coupon", "POST", lambda w: f"/manager/coupons/{w.coupon_id}/reactivate",
+          staff_only(302, 403, 404, 303), lambda w: {}, form=True),
+    Route("manager_offers.deactivate_batch", "POST", lambda w: f"/manager/coupons/batches/{w.batch_id}/deactivate",
+          staff_only(302, 403, 404, 303), lambda w: {}, form=True),
+    Route("manager_offers.reactivate_batch", "POST", lambda w: f"/manager/coupons/batches/{w.batch_id}/reactivate",
+          staff_only(302, 403, 404, 303), lambda w: {}, form=True),
+    Route("manager_offers.offers", "GET", lambda w: "/manager/offers", MANAGER_PAGE),
+    Route("manager_offers.create_member_offer", "POST", lambda w: "/manager/offers", staff_only(302, 403, 422, 422),
+          lambda w: {"title": ""}, form=True),
+    Route("manager_offers.end_member_offer", "POST", lambda w: f"/manager/offers/{w.offer_id}/end",
+          staff_only(302, 403, 404, 303), lambda w: {}, form=True),
+    Route("manager_offers.rewards", "GET", lambda w: "/manager/rewards", MANAGER_PAGE),
+    Route("manager_offers.create_catalogue_reward", "POST", lambda w: "/manager/rewards",
+          staff_only(302, 403, 422, 422), lambda w: {"name": ""}, form=True),
+    Route("manager_offers.deactivate_reward", "POST", lambda w: f"/manager/rewards/{w.reward_id}/deactivate",
+          staff_only(302, 403, 404, 303), lambda w: {}, form=True),
+    Route("manager_offers.reactivate_reward", "POST", lambda w: f"/manager/rewards/{w.reward_id}/reactivate",
+          staff_only(302, 403, 404, 303), lambda w: {}, form=True),
     Route("manager.staff", "GET", lambda w: "/manager/staff", MANAGER_PAGE),
     Route("manager.add_cashier", "POST", lambda w: "/manager/staff", staff_only(302, 403, 422, 422),
           lambda w: {"email": "not-an-email", "password": "short"}, form=True),
@@ -160,6 +193,12 @@ def test_authorization_matrix(app: Flask, client: FlaskClient, make_program, enr
     create_staff(db_session, other.program, email=emails["other_manager"], role="manager", password=PASSWORD)
     target = create_staff(db_session, kit.program, email=f"target-{kit.program.slug}@example.com",
                           role="cashier", password=PASSWORD)
+    now, terms = utcnow(), {"discount_type": "percent", "discount": "10"}
+    coupon = create_coupon(db_session, kit.program, {"code": "SPRING10", **terms}, now=now)
+    batch = create_batch(db_session, kit.program, {"label": "Flyer", "count": "3", **terms}, now=now)
+    offer = create_offer(db_session, kit.program, {"title": "Week", "ends": "2099-01-01", **terms}, now=now)
+    reward = create_reward(db_session, kit.program, {"name": "Coffee", "points_cost": "150", "value": "3.20"},
+                           now=now)
     db_session.commit()
     member = enroll(kit)
 
@@ -170,7 +209,7 @@ def test_authorization_matrix(app: Flask, client: FlaskClient, make_program, enr
         return int(made.json["id"])
 
     world = World(kit.program.slug, member["card_url"].rsplit("/", 1)[1], member["code"], member["serial"],
-                  target.id, new_purchase)
+                  target.id, new_purchase, coupon.id, batch.id, offer.id, reward.id)
     answers = {}
     for role in ROLES:
         if role == "anonymous" and route.endpoint.startswith(("customer.card", "customer.apple_pass",

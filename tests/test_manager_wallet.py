@@ -174,6 +174,7 @@ def test_the_wallet_tab_shows_the_saved_look(make_program, sign_in_as) -> None:
     tabs = re.findall(r'<a href="(/manager[^"]*)"( aria-current="page")?>(\w+)</a>', nav.group(0))
     assert [(href, label) for href, _, label in tabs] == [
         ("/manager", "Dashboard"), ("/manager/settings", "Rules"), ("/manager/wallet", "Wallet"),
+        ("/manager/coupons", "Coupons"), ("/manager/offers", "Offers"), ("/manager/rewards", "Rewards"),
         ("/manager/staff", "Staff")]
     assert [label for _, current, label in tabs if current] == ["Wallet"]
     assert {k: v for k, v in _form(client).items() if k.startswith("pass_")} == DEFAULT_LOOK
