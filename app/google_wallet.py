@@ -126,6 +126,13 @@ def ensure_dev_key(path: Path) -> Path:
     return path
 
 
+def can_reach_google() -> bool:
+    """False with the development key pointed at Google's real API: Google would refuse it (and this machine may
+    not reach Google at all), so the publisher does not try. A stand-in API (GOOGLE_WALLET_API_URL) is tried."""
+    wallet = get_google_wallet()
+    return not (wallet.development and wallet.api_url == WALLET_API_URL)
+
+
 def public_base_url() -> str:
     """Where customers reach this server: PUBLIC_BASE_URL, else the request's host, else the development address."""
     configured: str = current_app.config["PUBLIC_BASE_URL"]
@@ -187,7 +194,7 @@ def save_link_for(session: Session, card: Card, now: dt.datetime) -> str:
                          class_inserted=klass.inserted_at is not None, object_inserted=row.inserted_at is not None,
                          max_length=max_length)
     except NeedsInsert as needed:
-        if wallet.development and wallet.api_url == WALLET_API_URL:
+        if not can_reach_google():
             raise GoogleWalletUnavailable(
                 "this card's object must be stored at Google first (live codes keep their secret out of links), "
                 "and a development key cannot do that (set GOOGLE_SERVICE_ACCOUNT_FILE, or GOOGLE_WALLET_API_URL "

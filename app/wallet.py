@@ -282,18 +282,21 @@ class PassUpdateWorker:
                 noted = None if sweep else (cards, programs)
                 if sweep or cards or programs:
                     report.republished = self._publish(session, now, noted)
-                    begin_reading(session)
-                    report.google.owed = google_wallet.note_stale_objects(session, now(), noted)
-                if sweep or programs:
-                    google_wallet.patch_stale_classes(session, report.google, now())
                 # Pushes and patches fall due only when owed here (or on a sweep, from elsewhere) or when a retry's
-                # time comes, so a round that owed nothing and expects no retry yet does not even look.
+                # time comes, so a round that owed nothing and expects no retry yet does not even look. Apple first:
+                # its pushes are quick, and Google's calls must not hold them up.
                 known = self._next_due
                 if sweep or report.republished or (known is not None and known <= now()):
                     self._next_due = self._send_due(session, report, now)
-                known = self._google_next_due
-                if sweep or report.google.owed or (known is not None and known <= now()):
-                    self._google_next_due = google_wallet.send_due_patches(session, report.google, now())
+                if google_wallet.can_reach_google():
+                    if sweep or cards or programs:
+                        begin_reading(session)
+                        report.google.owed = google_wallet.note_stale_objects(session, now(), noted)
+                    if sweep or programs:
+                        google_wallet.patch_stale_classes(session, report.google, now())
+                    known = self._google_next_due
+                    if sweep or report.google.owed or (known is not None and known <= now()):
+                        self._google_next_due = google_wallet.send_due_patches(session, report.google, now())
                 report.next_due = min((due for due in (self._next_due, self._google_next_due) if due is not None),
                                       default=None)
             finally:
