@@ -289,9 +289,10 @@ def passes_dev_google_key(path: str | None, force: bool) -> None:
 
 def init_app(app: Flask) -> None:
     from app.cli_coupons import GROUPS as COUPON_GROUPS
+    from app.cli_points import GROUPS as POINTS_GROUPS
     from app.demo import demo_command
 
     for group in (db_cli, programs_cli, locations_cli, staff_cli, api_keys_cli, keys_cli, cards_cli, ledger_cli,
-                  passes_cli, *COUPON_GROUPS):
+                  passes_cli, *COUPON_GROUPS, *POINTS_GROUPS):
         app.cli.add_command(group)
     app.cli.add_command(demo_command)

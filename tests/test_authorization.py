@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.domain.coupons import create_batch, create_coupon, create_offer, create_reward
 from app.domain.programs import create_staff
-from app.models import utcnow
+from app.models import Card, utcnow
 from app.wallet import DEV_PASS_TYPE_ID
 
 PASSWORD = "correct horse battery"
@@ -36,6 +37,7 @@ class World:
     batch_id: int = 0
     offer_id: int = 0
     reward_id: int = 0
+    referral_code: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ ROUTES = [
     Route("public.health", "GET", lambda w: "/healthz", same(200)),
     Route("static", "GET", lambda w: "/static/css/app.css", same(200)),
     Route("customer.join", "GET", lambda w: f"/join/{w.slug}", same(200)),
+    Route("customer.referral_link", "GET", lambda w: f"/r/{w.referral_code}", same(200)),
     Route("customer.join", "POST", lambda w: f"/join/{w.slug}", same(422), lambda w: {"name": ""}, form=True),
     Route("customer.resend_link", "POST", lambda w: f"/join/{w.slug}/resend", same(200),
           lambda w: {"email": "nobody@example.com"}, form=True),
@@ -209,7 +212,8 @@ def test_authorization_matrix(app: Flask, client: FlaskClient, make_program, enr
         return int(made.json["id"])
 
     world = World(kit.program.slug, member["card_url"].rsplit("/", 1)[1], member["code"], member["serial"],
-                  target.id, new_purchase, coupon.id, batch.id, offer.id, reward.id)
+                  target.id, new_purchase, coupon.id, batch.id, offer.id, reward.id,
+                  db_session.scalar(select(Card.referral_code).where(Card.serial == member["serial"])) or "")
     answers = {}
     for role in ROLES:
         if role == "anonymous" and route.endpoint.startswith(("customer.card", "customer.apple_pass",

@@ -14,6 +14,11 @@ COMMANDS = [
     ["db", "upgrade"], ["programs", "create"], ["locations", "create"], ["staff", "create"],
     ["api-keys", "create"], ["api-keys", "revoke"], ["keys", "rotate"], ["keys", "remove"],
     ["cards", "revoke"], ["cards", "reissue"], ["ledger", "check"], ["demo"],
+    ["programs", "rotating-codes"], ["passes", "dev-certs"], ["passes", "dev-google-key"], ["passes", "push"],
+    ["coupons", "create"], ["coupons", "batch"], ["coupons", "export"], ["coupons", "list"],
+    ["coupons", "deactivate"], ["coupons", "reactivate"], ["offers", "create"], ["offers", "list"], ["offers", "end"],
+    ["rewards", "create"], ["rewards", "list"], ["points", "birthday"], ["points", "expire"],
+    ["points", "warn-expiry"],
 ]
 
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import re
+from typing import Any
 
+import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.domain.enrollment import CONSENT_WORDING_VERSION
-from app.models import Card, Customer
+from app.models import Card, Customer, Offer, Program, utcnow
+from tests.conftest import live_db
 
 
 def _csrf(client: FlaskClient, path: str) -> str:
@@ -175,3 +180,172 @@ def test_a_revoked_card_page_shows_no_qr(client: FlaskClient, make_program, enro
     assert "This card has been revoked" in page.text
     png = client.get(f"/c/{token}/qr.png")
     assert png.status_code == 410
+
+
+# --- The birthday on the form -----------------------------------------------------------------------------------
+
+
+def test_the_form_asks_for_the_birthday_with_its_purpose(client: FlaskClient, make_program) -> None:
+    kit = make_program()
+    page = client.get(f"/join/{kit.program.slug}")
+    assert "For a birthday treat; leave empty if you prefer." in page.text
+    assert '<select name="birthday_month"' in page.text and '<select name="birthday_day"' in page.text
+    # Optional: nothing is chosen until the customer chooses.
+    assert "selected" not in page.text
+
+
+@pytest.mark.parametrize(("month", "day", "status", "stored", "message"), [
+    ("7", "14", 303, (7, 14), None),
+    ("2", "29", 303, (2, 29), None),
+    ("12", "31", 303, (12, 31), None),
+    ("", "", 303, None, None),
+    ("2", "30", 422, None, "There is no 30 February"),
+    ("2", "31", 422, None, "There is no 31 February"),
+    ("4", "31", 422, None, "There is no 31 April"),
+    ("7", "", 422, None, "choose both the month and the day"),
+    ("", "14", 422, None, "choose both the month and the day"),
+    ("13", "1", 422, None, "There is no month 13"),
+    ("July", "14", 422, None, "from the lists"),
+    ("٧", "14", 422, None, "from the lists"),
+])
+def test_the_birthday_on_the_form_is_checked(client: FlaskClient, make_program, db_session: Session,
+                                             month: str, day: str, status: int, stored: tuple[int, int] | None,
+                                             message: str | None) -> None:
+    kit = make_program()
+    response = _join(client, kit.program.slug, name="Bo Lind", email="bo@example.com", birthday_month=month,
+                     birthday_day=day)
+    assert response.status_code == status, response.text
+    customer = db_session.scalar(select(Customer).where(Customer.email == "bo@example.com"))
+    if status == 303:
+        assert customer is not None
+        birthday = (customer.birthday_month, customer.birthday_day)
+        assert birthday == (stored if stored else (None, None))
+        return
+    assert customer is None
+    assert message is not None and message in response.text
+    assert '<select name="birthday_month" autocomplete="bday-month"\n          aria-invalid="true"' in response.text
+    assert 'value="Bo Lind"' in response.text  # what was typed is kept
+    if month.isascii() and month.isdigit() and 1 <= int(month) <= 12:
+        assert f'<option value="{month}" selected>' in response.text
+
+
+# --- What the card page shows -----------------------------------------------------------------------------------
+
+
+def _stored_rules(kit, db_session: Session, **mechanics: Any) -> None:  # type: ignore[no-untyped-def]
+    """Store mechanics beside the pricing rules (create_program keeps only the pricing rules it knows)."""
+    kit.program.rules = {**kit.program.rules, **mechanics}
+    db_session.commit()
+
+
+def test_the_card_page_shows_the_referral_link_and_what_it_earns(client: FlaskClient, make_program, enroll,
+                                                                 db_session: Session) -> None:
+    kit = make_program(name="Corner Coffee")
+    _stored_rules(kit, db_session, referral={"referrer_bonus": 100, "referee_bonus": 50})
+    member = enroll(kit, name="Amina Karimi")
+    page = client.get(member["card_url"])
+    card = db_session.scalar(select(Card).where(Card.serial == member["serial"]))
+    assert card is not None and card.referral_code
+    link = f"http://loyalty.test/r/{card.referral_code}"
+    assert re.search(rf'<input class="copy-field" type="url" readonly value="{re.escape(link)}"', page.text)
+    assert "Invite a friend" in page.text
+    assert "you get 100 points and they get 50 points" in page.text
+    assert "mailto:?subject=Join%20me%20at%20Corner%20Coffee" in page.text
+    assert "<script" not in page.text  # no inline script: the page's CSP would refuse it
+
+
+def test_a_stamp_card_shows_its_stamps_and_vouchers(client: FlaskClient, make_program, enroll,
+                                                    db_session: Session) -> None:
+    kit = make_program()
+    _stored_rules(kit, db_session, program_type="stamps",
+                  stamps={"stamps_needed": 8, "reward_label": "Free coffee", "reward_value": 350})
+    member = enroll(kit)
+    db_session.execute(update(Card).where(Card.serial == member["serial"]).values(stamps=3, vouchers=1, points=0))
+    db_session.commit()
+    page = client.get(member["card_url"])
+    stamps = re.search(r'<div class="stamp-card" data-testid="stamps">(.*?)</svg>', page.text, re.S)
+    assert stamps, page.text
+    circles = re.findall(r'<circle class="stamp( filled)?"', stamps.group(1))
+    assert len(circles) == 8
+    assert sum(1 for filled in circles if filled) == 3
+    assert 'aria-label="3 of 8 stamps"' in page.text
+    assert "5 more for your reward (Free coffee)" in page.text
+    assert "1 reward\n      ready: Free coffee" in page.text
+    assert "<dt>Points</dt>" not in page.text  # a stamp card with no points shows no points figure
+
+
+def test_a_cashback_card_shows_its_balance_in_money(client: FlaskClient, make_program, enroll,
+                                                    db_session: Session) -> None:
+    kit = make_program(currency="EUR")
+    _stored_rules(kit, db_session, program_type="cashback", cashback={"percent_bp": 300})
+    member = enroll(kit)
+    db_session.execute(update(Card).where(Card.serial == member["serial"]).values(cashback=1250))
+    db_session.commit()
+    page = client.get(member["card_url"])
+    assert re.search(r'<dt>Cashback</dt><dd class="cashback" data-testid="cashback">12.50 EUR</dd>', page.text)
+    assert ">50<" in page.text  # the welcome bonus points it still holds
+
+
+def test_the_card_page_lists_the_offers_running_now(client: FlaskClient, make_program, enroll,
+                                                    db_session: Session) -> None:
+    kit = make_program()
+    other = make_program()
+    now = utcnow()
+    hour, day = dt.timedelta(hours=1), dt.timedelta(days=1)
+    offers = [
+        Offer(program_id=kit.program.id, title="Cake Tuesday", detail="Any slice of cake.", discount_type="percent",
+              discount_value=2000, min_basket=500, starts_at=now - hour,
+              ends_at=dt.datetime.combine((now + 3 * day).date(), dt.time(0), dt.UTC)),
+        Offer(program_id=kit.program.id, title="Open-ended", discount_type="fixed", discount_value=150),
+        Offer(program_id=kit.program.id, title="Not yet", discount_type="percent", discount_value=1000,
+              starts_at=now + hour),
+        Offer(program_id=kit.program.id, title="Over", discount_type="percent", discount_value=1000,
+              starts_at=now - 2 * day, ends_at=now - hour),
+        Offer(program_id=kit.program.id, title="Switched off", discount_type="percent", discount_value=1000,
+              active=False),
+        Offer(program_id=other.program.id, title="Somebody else's", discount_type="percent", discount_value=1000),
+    ]
+    db_session.add_all(offers)
+    db_session.commit()
+    member = enroll(kit)
+    page = client.get(member["card_url"])
+    section = re.search(r'<section class="member-section" data-testid="offers">(.*?)</section>', page.text, re.S)
+    assert section, page.text
+    shown = section.group(1)
+    assert re.findall(r'<span class="offer-title">([^<]+)</span>', shown) == ["Cake Tuesday", "Open-ended"]
+    assert "20% off" in shown and "1.50 EUR off" in shown
+    assert "Any slice of cake." in shown
+    assert "On a basket of 5.00 EUR or more." in shown
+    last_day = (now + 2 * day).date()
+    assert f"Until the end of {last_day.day} {last_day:%B %Y} (UTC)." in shown
+    for hidden in ("Not yet", "Over", "Switched off", "Somebody else"):
+        assert hidden not in page.text
+
+
+def test_the_card_page_fits_a_phone(app: Flask, live_shop, open_page) -> None:  # type: ignore[no-untyped-def]
+    """Everything the card page can show, on a 390-pixel phone: nothing wider than the screen, no CSP refusal."""
+    shop = live_shop(name="Corner Coffee")
+    member = shop.enroll(name="Amina Karimi")
+    with live_db(app) as session:
+        program = session.get(Program, shop.kit.program.id)
+        assert program is not None
+        program.rules = {**program.rules, "program_type": "stamps", "referral": {"referrer_bonus": 2},
+                         "stamps": {"stamps_needed": 12, "reward_label": "Free coffee", "reward_value": 350}}
+        session.add(Offer(program_id=program.id, title="Double stamps on a rainy Tuesday afternoon",
+                          detail="Two stamps for every coffee bought between two and five.",
+                          discount_type="percent", discount_value=1000, min_basket=500))
+        session.execute(update(Card).where(Card.serial == member["serial"]).values(stamps=5, vouchers=2))
+        session.commit()
+    page, guard = open_page()
+    response = page.goto(member["card_url"].replace("http://loyalty.test", ""))
+    assert response is not None and response.status == 200
+    assert page.get_by_text("5 of 12 stamps").is_visible()
+    link = page.get_by_test_id("referral-url")
+    assert link.is_visible() and re.fullmatch(rf"{re.escape(guard.origin)}/r/[0-9A-Z]{{8}}", link.input_value())
+    assert page.get_by_text("Double stamps on a rainy Tuesday afternoon").is_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    for testid in ("stamps", "offers", "referral", "referral-url"):
+        box = page.get_by_test_id(testid).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, (testid, box)
+    guard.assert_same_origin()
+    guard.assert_no_errors()

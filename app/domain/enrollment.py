@@ -1,4 +1,9 @@
-"""Enrolling a customer: validating what they typed, refusing a second card, issuing the first."""
+"""Enrolling a customer: validating what they typed, refusing a second card, issuing the first.
+
+A new member may come by a friend's referral link (app/domain/referrals.py): the enrollment then records who
+invited them, and whether it was the same person under another name. They may also give their birthday, month
+and day only, for a birthday treat (app/domain/points_upkeep.py pays it).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,14 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from app.domain.cards import new_page_token, unused_serial
 from app.domain.errors import AlreadyEnrolled, ValidationError
+from app.domain.referrals import find_referrer, record_referral, referral_party, unused_referral_code
 from app.domain.rules import rules_from_json, tier_for
 from app.models import Card, Customer, LedgerEntry, Program
 
@@ -24,6 +31,11 @@ CHANNELS = ("web", "till", "api", "referral")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 _PHONE_SEPARATORS = re.compile(r"[\s\-().]")
 _PHONE_DIGITS = re.compile(r"[0-9]{7,15}")  # ASCII only: isdigit() would take "²" and other scripts' digits
+_BIRTHDAY = re.compile(r"(?P<month>[0-9]{2})-(?P<day>[0-9]{2})")
+# Why the form asks, next to the field: a birthday is personal data and is asked for one purpose only.
+BIRTHDAY_PURPOSE = "For a birthday treat; leave empty if you prefer. We keep the day and month, never the year."
+MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
+               "October", "November", "December")
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,7 @@ class EnrollmentRequest:
     phone: str | None
     marketing_consent: bool
     referral_code: str | None
+    birthday: tuple[int, int] | None = None  # (month, day)
 
 
 def parse_enrollment(data: Mapping[str, object]) -> EnrollmentRequest:
@@ -50,7 +63,45 @@ def parse_enrollment(data: Mapping[str, object]) -> EnrollmentRequest:
         raise ValidationError("marketing_consent must be true or false.", field="marketing_consent")
     referral = _optional_text(data.get("referral_code"), "referral_code")
     return EnrollmentRequest(name=name, email=contact.email, phone=contact.phone, marketing_consent=consent,
-                             referral_code=referral)
+                             referral_code=referral, birthday=parse_birthday(data.get("birthday")))
+
+
+def parse_birthday(value: object) -> tuple[int, int] | None:
+    """A birthday as "MM-DD" (no year), as (month, day); None or "" for none. 29 February is a birthday."""
+    text = _optional_text(value, "birthday")
+    if text is None:
+        return None
+    match = _BIRTHDAY.fullmatch(text)
+    if match is None:
+        raise ValidationError(f"birthday {text!r} is not a month and day such as \"07-14\" (MM-DD, no year).",
+                              field="birthday")
+    return _birthday(int(match["month"]), int(match["day"]))
+
+
+def birthday_from_form(month: str, day: str) -> str | None:
+    """The form's two birthday menus as "MM-DD", or None when both are left empty."""
+    month, day = month.strip(), day.strip()
+    if not month and not day:
+        return None
+    if not month or not day:
+        raise ValidationError("Please choose both the month and the day of your birthday, or leave both empty.",
+                              field="birthday")
+    if not (month.isascii() and month.isdigit() and day.isascii() and day.isdigit()):
+        raise ValidationError("Please choose your birthday's month and day from the lists.", field="birthday")
+    month_number, day_number = _birthday(int(month), int(day))
+    return f"{month_number:02d}-{day_number:02d}"
+
+
+def _birthday(month: int, day: int) -> tuple[int, int]:
+    if not 1 <= month <= 12:
+        raise ValidationError(f"There is no month {month}: a birthday's month is 01 to 12.", field="birthday")
+    try:
+        date(2000, month, day)  # a leap year, so 29 February is accepted
+    except ValueError:
+        raise ValidationError(
+            f"There is no {day} {MONTH_NAMES[month - 1]}: please check the day of your birthday.", field="birthday"
+        ) from None
+    return month, day
 
 
 @dataclass(frozen=True)
@@ -103,12 +154,25 @@ def enroll_customer(
     *,
     channel: str,
     location_id: int | None = None,
+    device: str | None = None,
 ) -> Card:
-    """A new member and their card, with the welcome bonus on the ledger. Refuses a second card."""
+    """A new member and their card, with the welcome bonus on the ledger. Refuses a second card.
+
+    With a referral code, the member is attributed to the card it names (a Referral row, judged for
+    self-referral); the bonuses wait for their first purchase. `device` is the enrolling browser's id (the
+    device_id cookie), kept on the card for later self-referral checks.
+    """
     if channel not in CHANNELS:
         raise ValueError(f"unknown enrollment channel {channel!r}")
+    referrer = None
     if request.referral_code is not None:
-        raise ValidationError(f"Unknown referral code {request.referral_code!r}.", field="referral_code")
+        referrer = find_referrer(session, program, request.referral_code)
+        if referrer is None:
+            raise ValidationError(
+                f"{request.referral_code!r} is not a referral code of {program.name}: check it (it is the part "
+                "after /r/ in the member's invitation link), or leave referral_code out to enroll without one.",
+                field="referral_code",
+            )
     existing = find_enrolled(session, program, request)
     if existing is not None:
         which = "email address" if request.email and existing.email == request.email else "phone number"
@@ -119,6 +183,8 @@ def enroll_customer(
         email=request.email,
         phone=request.phone,
         marketing_consent=request.marketing_consent,
+        birthday_month=request.birthday[0] if request.birthday else None,
+        birthday_day=request.birthday[1] if request.birthday else None,
         consent_wording_version=CONSENT_WORDING_VERSION,
         channel=channel,
         location_id=location_id,
@@ -137,12 +203,16 @@ def enroll_customer(
         lifetime_spend=0,
         tier=starting_tier.name if starting_tier else None,
         page_token=new_page_token(),
+        referral_code=unused_referral_code(session),
+        enrolled_device=device,
     )
     session.add(card)
     session.flush()
     if bonus:
         session.add(LedgerEntry(card_id=card.id, kind="bonus", points=bonus, note="Welcome bonus"))
         session.flush()
+    if referrer is not None:
+        record_referral(session, referrer, card, referral_party(request.email, request.phone, device))
     return card
 
 

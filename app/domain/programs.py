@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.domain.errors import Conflict, NotFound, Unauthorized, ValidationError
+from app.domain.mechanics import mechanics_from_json
 from app.domain.money import currency_exponent
 from app.domain.pass_changes import note_program_changed
 from app.domain.ratelimit import Limit, check_rate, clear_hits, count_hit
@@ -49,7 +50,10 @@ def create_program(
         raise ValidationError("A program needs a name.", field="name")
     currency = currency.strip().upper()
     currency_exponent(currency)
-    rules_json = rules_from_json(rules or {}).to_json()
+    # The core rules are checked and normalised; the mechanics' keys (second visit, stamps, referral, ...) are
+    # checked by the mechanics' reader and kept as given, as update_program_rules keeps them.
+    mechanics_from_json(rules or {})
+    rules_json = {**(rules or {}), **rules_from_json(rules or {}).to_json()}
     if slug is None:
         base = slugify(name)
         slug, n = base, 2

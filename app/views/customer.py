@@ -1,24 +1,44 @@
-"""The customer's pages: the enrollment form and the card page behind its secret link."""
+"""The customer's pages: the enrollment form, referral links to it, and the card page behind its secret link.
+
+Each browser that opens the form or a card page gets a random `device_id` cookie. It names no one: it only
+lets a referral from one phone to the same phone be recognised as one person (app/domain/referrals.py).
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, jsonify, redirect, render_template, request, url_for
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, abort, current_app, g, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from werkzeug.wrappers import Response as BaseResponse
 
 from app.db import get_session, start_writing
 from app.domain.cards import card_code, display_name
 from app.domain.enrollment import (
+    BIRTHDAY_PURPOSE,
     CONSENT_WORDING,
+    MONTH_NAMES,
     EnrollmentRequest,
+    birthday_from_form,
     enroll_customer,
     find_enrolled,
     parse_contact,
     parse_enrollment,
 )
-from app.domain.errors import AlreadyEnrolled, ValidationError
+from app.domain.errors import AlreadyEnrolled, DomainError, ValidationError
+from app.domain.member_card import member_card
 from app.domain.money import format_amount
 from app.domain.programs import get_program
+from app.domain.referrals import (
+    DEVICE_COOKIE,
+    complete_referral_details,
+    find_referrer,
+    find_referrer_anywhere,
+    new_device_id,
+    parse_device_id,
+    referral_details_missing,
+)
 from app.domain.rotating_codes import DIGITS, device_slots, new_device_secret
 from app.domain.rules import next_tier, rules_from_json
 from app.keys import get_keys
@@ -29,35 +49,129 @@ from app.views.apple_wallet import pkpass_response
 
 bp = Blueprint("customer", __name__)
 
+AnyResponse = TypeVar("AnyResponse", bound=BaseResponse)
+
+
+# The device cookie outlives any one visit: a phone that enrolled stays recognisable when it follows a link later.
+_DEVICE_COOKIE_MAX_AGE = 2 * 365 * 24 * 3600
+_UNKNOWN_INVITATION = "This invitation link is not one we know: it may have been cut short or mistyped."
+_JOIN_ANYWAY = " You can still join here; it just will not count as an invitation."
+_JOIN_FROM_HOME = " You can still join from the home page; it just will not count as an invitation."
+
 
 @bp.route("/join/<slug>", methods=["GET", "POST"])
-def join(slug: str):  # type: ignore[no-untyped-def]
-    """The enrollment form a customer fills in on their phone; on success, off to their new card."""
+def join(slug: str) -> BaseResponse:
+    """The enrollment form a customer fills in on their phone; on success, off to their new card.
+
+    A form that came by a referral link carries the code in a hidden field: the member is then attributed to
+    the friend who invited them (channel "referral").
+    """
     session = get_session()
     program = get_program(session, slug)
-    consent_text = CONSENT_WORDING.format(program=program.name)
     if request.method == "GET":
-        return render_template("join.html", program=program, consent_text=consent_text, form={}, error=None)
+        return _join_page(program, {})
+    birthday_month = request.form.get("birthday_month", "")
+    birthday_day = request.form.get("birthday_day", "")
     form = {
         "name": request.form.get("name", ""),
         "email": request.form.get("email", ""),
         "phone": request.form.get("phone", ""),
         "marketing_consent": request.form.get("marketing_consent") == "yes",
+        "birthday_month": birthday_month,
+        "birthday_day": birthday_day,
     }
+    code = request.form.get("referral_code", "").strip()
+    referrer = find_referrer(session, program, code) if code else None
+    if code and referrer is None:
+        return _join_page(program, form, note=_UNKNOWN_INVITATION + _JOIN_ANYWAY, status=422)
     try:
-        enrollment = parse_enrollment(form)
-        card = enroll_and_commit(program, enrollment, channel="web")
+        enrollment = parse_enrollment({
+            **form,
+            "birthday": birthday_from_form(birthday_month, birthday_day),
+            "referral_code": referrer.referral_code if referrer else None,
+        })
+        card = enroll_and_commit(program, enrollment, channel="referral" if referrer else "web",
+                                 device=_device_id())
     except AlreadyEnrolled as error:
-        return render_template("join.html", program=program, consent_text=consent_text, form=form,
-                               error=error, already_enrolled=True), 409
+        return _join_page(program, form, referrer=referrer, error=error, already_enrolled=True, status=409)
     except ValidationError as error:
-        return render_template("join.html", program=program, consent_text=consent_text, form=form,
-                               error=error), 422
-    return redirect(url_for("customer.card_page", token=card.page_token, welcome=1), code=303)
+        return _join_page(program, form, referrer=referrer, error=error, status=422)
+    return _with_device_cookie(redirect(url_for("customer.card_page", token=card.page_token, welcome=1), code=303))
+
+
+@bp.get("/r/<code>")
+def referral_link(code: str) -> Response:
+    """A member's invitation link: their program's enrollment form, saying who invited the visitor.
+
+    An unknown code still leads to joining, without the invitation: the form when there is one program to
+    join, else the home page's list of programs (404 either way, so nobody mistakes the link for a good one).
+    """
+    session = get_session()
+    referrer = find_referrer_anywhere(session, code)
+    if referrer is not None:
+        return _join_page(referrer.program, {}, referrer=referrer)
+    program = _the_only_program()
+    if program is not None:
+        return _join_page(program, {}, note=_UNKNOWN_INVITATION + _JOIN_ANYWAY, status=404)
+    abort(404, _UNKNOWN_INVITATION + _JOIN_FROM_HOME)
+
+
+def _the_only_program() -> Program | None:
+    """The program, when the server runs just one (a shop's own install): a lost visitor can only mean it."""
+    programs = get_session().scalars(select(Program).order_by(Program.id).limit(2)).all()
+    return programs[0] if len(programs) == 1 else None
+
+
+def _join_page(
+    program: Program,
+    form: dict[str, Any],
+    *,
+    referrer: Card | None = None,
+    error: DomainError | None = None,
+    already_enrolled: bool = False,
+    note: str | None = None,
+    status: int = 200,
+) -> Response:
+    html = render_template(
+        "join.html",
+        program=program,
+        consent_text=CONSENT_WORDING.format(program=program.name),
+        birthday_purpose=BIRTHDAY_PURPOSE,
+        month_names=MONTH_NAMES,
+        form=form,
+        referral={"code": referrer.referral_code, "by": display_name(referrer.customer.name)} if referrer else None,
+        error=error,
+        already_enrolled=already_enrolled,
+        note=note,
+    )
+    return _with_device_cookie(Response(html, status=status))
+
+
+def _device_id() -> str:
+    """This browser's device id: the one its cookie carries, or a new one that the response will set."""
+    if "device_id" not in g:
+        sent = parse_device_id(request.cookies.get(DEVICE_COOKIE))
+        g.device_id = sent or new_device_id()
+        g.device_id_is_new = sent is None
+    device: str = g.device_id
+    return device
+
+
+def _with_device_cookie(response: AnyResponse) -> AnyResponse:
+    _device_id()
+    if g.device_id_is_new:
+        response.set_cookie(DEVICE_COOKIE, g.device_id, max_age=_DEVICE_COOKIE_MAX_AGE, httponly=True,
+                            samesite="Lax", secure=current_app.config["SESSION_COOKIE_SECURE"])
+    return response
 
 
 def enroll_and_commit(
-    program: Program, enrollment: EnrollmentRequest, *, channel: str, location_id: int | None = None
+    program: Program,
+    enrollment: EnrollmentRequest,
+    *,
+    channel: str,
+    location_id: int | None = None,
+    device: str | None = None,
 ) -> Card:
     """Enroll a customer and commit, for the form and the API alike.
 
@@ -67,7 +181,8 @@ def enroll_and_commit(
     session = get_session()
     start_writing(session)
     try:
-        card = enroll_customer(session, program, enrollment, channel=channel, location_id=location_id)
+        card = enroll_customer(session, program, enrollment, channel=channel, location_id=location_id,
+                               device=device)
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -106,13 +221,19 @@ def _card_by_token(token: str) -> Card:
 
 @bp.get("/c/<token>")
 def card_page(token: str) -> Response:
-    """The member's card: the QR to show at the till, balance and tier. Reached only by its secret link.
+    """The member's card: the QR to show at the till, balance and tier, the stamp card or cashback balance,
+    the member-only offers running now, and their referral link to share. Reached only by its secret link.
 
     For a program with live codes the page carries no QR of its own: its script draws the live one from this
     browser's secret (static/js/card-code.js), so there is no static code on it to screenshot.
     """
     session = get_session()
     card = _card_by_token(token)
+    if card.status == "active" and referral_details_missing(card, _device_id()):
+        # Once per card: cards enrolled before referral links, or at a till, get their code (and device) here.
+        start_writing(session)
+        complete_referral_details(session, card, _device_id())
+        session.commit()
     currency = card.program.currency
     upcoming = next_tier(card.lifetime_spend, rules_from_json(card.program.rules).tiers)
     live = card.status == "active" and card.program.rotating_codes
@@ -127,11 +248,14 @@ def card_page(token: str) -> Response:
         next_tier=upcoming,
         to_next_tier=format_amount(upcoming.min_spend - card.lifetime_spend, currency) if upcoming else None,
         welcome=request.args.get("welcome") == "1",
+        member=member_card(session, card, utcnow()),
+        referral_url=url_for("customer.referral_link", code=card.referral_code, _external=True)
+        if card.status == "active" and card.referral_code else None,
     )
     response = Response(html)
     # The page holds a bearer credential: keep it out of shared caches and history.
     response.headers["Cache-Control"] = "no-store"
-    return response
+    return _with_device_cookie(response)
 
 
 def _live_code_settings(card: Card) -> dict[str, object]:
