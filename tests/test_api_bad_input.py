@@ -48,7 +48,7 @@ from app.domain.card_code import (
 from app.domain.cards import reissue_card, revoke_card
 from app.domain.programs import revoke_api_key
 from app.domain.signing import KeyStore
-from app.models import Base, Card
+from app.models import Base, Card, Offer, Reward
 from tests.conftest import TEST_RULES, ProgramKit
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -235,6 +235,14 @@ class Scene:
         assert response.status_code == 201, response.get_json()
         result: dict[str, Any] = response.get_json()
         return result
+
+    def reward(self, *, points_cost: int = 10, active: bool = True) -> int:
+        """A reward in this program's catalogue; answers its id."""
+        reward = Reward(program_id=self.kit.program.id, name="Free coffee", points_cost=points_cost, value=250,
+                        active=active)
+        self.session.add(reward)
+        self.session.commit()
+        return reward.id
 
     def card(self, serial: str | None = None) -> Card:
         card = self.session.scalar(
@@ -663,9 +671,11 @@ BAD_COUPONS: list[Any] = [
     pytest.param([None], id="a list holding null"),
     pytest.param([["SUMMER"]], id="a list of lists"),
     pytest.param(["SUMMER", 2], id="a string and a number"),
-    pytest.param(["NOPE"], id="an unknown coupon"),
     pytest.param([""], id="an empty coupon code"),
+    pytest.param(["   "], id="a coupon code of spaces"),
+    pytest.param(["X" * 65], id="a coupon code of 65 characters"),
     pytest.param(["X" * 5000], id="an absurd coupon code"),
+    pytest.param([f"CODE{i}" for i in range(21)], id="21 coupon codes"),
 ]
 
 
@@ -675,6 +685,175 @@ def test_bad_coupon_codes_are_refused(scene: Scene, call: str, coupons: Any) -> 
     path, headers = pricing_path_and_headers(scene, call)
     scene.refused("POST", path, headers=headers, json_body=pricing_body(scene, coupon_codes=coupons),
                   status=422, code="validation_error", field="coupon_codes")
+
+
+@pytest.mark.parametrize("call", PRICING_CALLS)
+def test_an_unknown_coupon_is_reported_by_a_quote_and_refuses_a_purchase(scene: Scene, call: str) -> None:
+    """A code that is no coupon of the program is the rules' refusal, not malformed input: the quote prices the
+    basket without it and says why; a purchase naming it commits nothing (422 coupon_refused, with the reason)."""
+    path, headers = pricing_path_and_headers(scene, call)
+    body = pricing_body(scene, coupon_codes=["nope"])
+    if call == "quote":
+        before = snapshot(scene.session)
+        response = scene.send("POST", path, headers=headers, json_body=body)
+        assert response.status_code == 200, response.get_json()
+        assert response.get_json()["coupon_refusals"] == [
+            {"code": "NOPE", "reason": "unknown",
+             "message": "NOPE is not a coupon of this program; check the spelling."}
+        ]
+        assert response.get_json()["amount_due"] == "12.50"
+        assert_nothing_written(before, snapshot(scene.session))
+    else:
+        problem = scene.refused("POST", path, headers=headers, json_body=body, status=422, code="coupon_refused")
+        assert [(r["code"], r["reason"]) for r in problem["refusals"]] == [("NOPE", "unknown")]
+
+
+@pytest.mark.parametrize("call", PRICING_CALLS)
+def test_twenty_coupon_codes_are_read(scene: Scene, call: str) -> None:
+    """The control for "21 coupon codes": twenty are within the limit (each refused as unknown on a quote)."""
+    path, headers = pricing_path_and_headers(scene, call)
+    response = scene.send("POST", path, headers=headers,
+                          json_body=pricing_body(scene, coupon_codes=[f"CODE{i}" for i in range(20)]))
+    if call == "quote":
+        assert response.status_code == 200, response.get_json()
+        assert len(response.get_json()["coupon_refusals"]) == 20
+    else:
+        assert_problem(response, 422, "coupon_refused")
+
+
+BAD_OFFER_IDS: list[Any] = [
+    pytest.param(1, id="a number, not a list"),
+    pytest.param("1", id="a string"),
+    pytest.param({"id": 1}, id="an object"),
+    pytest.param(["1"], id="a list of strings"),
+    pytest.param([1.5], id="a fraction"),
+    pytest.param([1.0], id="a float with no fraction"),
+    pytest.param([True], id="a boolean"),
+    pytest.param([None], id="a list holding null"),
+    pytest.param([[1]], id="a list of lists"),
+    pytest.param([0], id="zero"),
+    pytest.param([-1], id="negative"),
+    pytest.param([2**63], id="past the largest bigint"),
+    pytest.param([10**40], id="absurd"),
+    pytest.param(list(range(1, 22)), id="21 offers"),
+    pytest.param(None, id="null"),
+]
+
+
+@pytest.mark.parametrize("offer_ids", BAD_OFFER_IDS)
+@pytest.mark.parametrize("call", PRICING_CALLS)
+def test_bad_offer_ids_are_refused(scene: Scene, call: str, offer_ids: Any) -> None:
+    path, headers = pricing_path_and_headers(scene, call)
+    scene.refused("POST", path, headers=headers, json_body=pricing_body(scene, offer_ids=offer_ids),
+                  status=422, code="validation_error", field="offer_ids")
+
+
+def _offer(scene: Scene, **values: Any) -> int:
+    offer = Offer(program_id=scene.kit.program.id, title="Members' week", discount_type="percent",
+                  discount_value=1000, **values)
+    scene.session.add(offer)
+    scene.session.commit()
+    return offer.id
+
+
+def test_a_purchase_naming_an_offer_that_is_not_there_commits_nothing(scene: Scene) -> None:
+    withdrawn = _offer(scene, active=False)
+    theirs = scene.other()
+    their_offer = _offer(theirs)
+    for offer_id in (withdrawn, their_offer, their_offer + 1000):
+        problem = scene.refused("POST", "/api/v1/purchases", headers=scene.kit.purchase_headers(),
+                                json_body=pricing_body(scene, offer_ids=[offer_id]), status=422,
+                                code="offer_refused")
+        assert [r["reason"] for r in problem["refusals"]] == ["offer_unknown"]
+        quote = scene.send("POST", "/api/v1/purchases/quote", json_body=pricing_body(scene, offer_ids=[offer_id]))
+        assert quote.status_code == 200
+        assert [n["code"] for n in quote.get_json()["notices"]] == ["offer_unknown"]
+
+
+BAD_REWARD_IDS: list[Any] = [
+    pytest.param("1", id="a string"),
+    pytest.param(1.5, id="a fraction"),
+    pytest.param(True, id="a boolean"),
+    pytest.param(0, id="zero"),
+    pytest.param(-1, id="negative"),
+    pytest.param(2**63, id="past the largest bigint"),
+    pytest.param([1], id="a list"),
+    pytest.param({"id": 1}, id="an object"),
+    pytest.param(lambda s: s.reward(active=False), id="a withdrawn reward"),
+    pytest.param(lambda s: s.other().reward(), id="another program's reward"),
+    pytest.param(lambda s: s.reward() + 1000, id="an unknown reward"),
+    pytest.param(lambda s: s.reward(points_cost=WELCOME_BONUS + 1), id="a reward the card cannot pay for"),
+]
+
+
+@pytest.mark.parametrize("reward_id", BAD_REWARD_IDS)
+@pytest.mark.parametrize("call", PRICING_CALLS)
+def test_bad_reward_id_is_refused(scene: Scene, call: str, reward_id: Any) -> None:
+    if callable(reward_id):
+        reward_id = reward_id(scene)
+    path, headers = pricing_path_and_headers(scene, call)
+    scene.refused("POST", path, headers=headers, json_body=pricing_body(scene, reward_id=reward_id),
+                  status=422, code="validation_error", field="reward_id")
+
+
+@pytest.mark.parametrize("call", PRICING_CALLS)
+def test_a_reward_costing_exactly_the_balance_is_accepted(scene: Scene, call: str) -> None:
+    """The control for the rewards above: null is no reward, and a reward the balance just covers applies."""
+    for reward_id, spent in ((None, 0), (scene.reward(points_cost=WELCOME_BONUS), WELCOME_BONUS)):
+        path, headers = pricing_path_and_headers(scene, call)
+        response = scene.send("POST", path, headers=headers, json_body=pricing_body(scene, reward_id=reward_id))
+        assert response.status_code == (200 if call == "quote" else 201), response.get_json()
+        assert response.get_json()["reward_points"] == spent
+
+
+BAD_CASHBACK: list[Any] = [
+    pytest.param(1, id="a JSON integer"),
+    pytest.param(1.5, id="a JSON number"),
+    pytest.param(None, id="null"),
+    pytest.param(True, id="a boolean"),
+    pytest.param(["1.00"], id="a list"),
+    pytest.param("", id="empty"),
+    pytest.param("-1.00", id="negative"),
+    pytest.param("-0", id="negative zero"),
+    pytest.param("1,50", id="decimal comma"),
+    pytest.param("1.234", id="three decimals"),
+    pytest.param("0.000", id="zero with three decimals"),
+    pytest.param("10000000.01", id="10^9 + 1 minor units"),
+    pytest.param("abc", id="letters"),
+    pytest.param("1.00", id="more than the card holds (nothing)"),
+]
+
+
+@pytest.mark.parametrize("cashback", BAD_CASHBACK)
+@pytest.mark.parametrize("call", PRICING_CALLS)
+def test_bad_redeem_cashback_is_refused(scene: Scene, call: str, cashback: Any) -> None:
+    path, headers = pricing_path_and_headers(scene, call)
+    scene.refused("POST", path, headers=headers, json_body=pricing_body(scene, redeem_cashback=cashback),
+                  status=422, code="validation_error", field="redeem_cashback")
+
+
+@pytest.mark.parametrize("cashback", ["0", "0.00", "0.0", "00"])
+@pytest.mark.parametrize("call", PRICING_CALLS)
+def test_zero_cashback_is_accepted(scene: Scene, call: str, cashback: str) -> None:
+    path, headers = pricing_path_and_headers(scene, call)
+    response = scene.send("POST", path, headers=headers, json_body=pricing_body(scene, redeem_cashback=cashback))
+    assert response.status_code == (200 if call == "quote" else 201), response.get_json()
+    assert response.get_json()["cashback_redeemed"] == "0.00"
+
+
+@pytest.mark.parametrize("use_voucher", [
+    pytest.param("yes", id="a string"),
+    pytest.param("true", id="the string true"),
+    pytest.param(1, id="one"),
+    pytest.param(None, id="null"),
+    pytest.param([True], id="a list"),
+    pytest.param(True, id="no voucher on the card"),
+])
+@pytest.mark.parametrize("call", PRICING_CALLS)
+def test_bad_use_voucher_is_refused(scene: Scene, call: str, use_voucher: Any) -> None:
+    path, headers = pricing_path_and_headers(scene, call)
+    scene.refused("POST", path, headers=headers, json_body=pricing_body(scene, use_voucher=use_voucher),
+                  status=422, code="validation_error", field="use_voucher")
 
 
 # --- card codes on scan, quote and purchase -------------------------------------------------------------------

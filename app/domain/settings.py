@@ -1,21 +1,32 @@
-"""The manager's rules form: what a person types, read into ProgramRules, with a message for each bad field.
+"""The manager's Rules form: what a person types, read into the program's rules, with a message for each bad
+field, and the save that stores them.
 
 People think in the program currency and in percent ("Silver from 100.00 EUR, 5% off"); the stored rules are
-minor units and basis points (app/domain/rules.py). This module converts both ways and never touches the
-database. Every bad field is reported at once, so the manager fixes the form in one go; the messages travel as
-`ValidationError.extra["errors"]`, keyed by the form field's name.
+minor units and basis points (app/domain/rules.py, app/domain/mechanics.py). This module converts both ways.
+Every bad field is reported at once, so the manager fixes the form in one go; the messages travel as
+`ValidationError.extra["errors"]`, keyed by the form field's name. Only the last section touches the database:
+what cards hold when the program's kind changes, and the save.
+
+The mechanics follow one rule: a mechanic whose fields are all blank is off, and its key leaves Program.rules.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
 from app.domain.errors import ValidationError
+from app.domain.mechanics import PROGRAM_TYPES, MechanicsRules, mechanics_from_json
 from app.domain.money import currency_exponent, format_amount, parse_amount
+from app.domain.programs import update_program_rules
 from app.domain.rules import ROUNDING_MODES, ProgramRules, rules_from_json
+from app.models import Card, Program
 
 ROUNDING_LABELS = {"down": "Round down", "half_up": "Round to nearest (half up)", "up": "Round up"}
 # The form shows the program's tiers plus blank rows to add more; a blank row is ignored, which removes a tier.
@@ -53,8 +64,17 @@ def rules_form_values(rules: ProgramRules, currency: str) -> dict[str, str]:
 
 
 def rules_from_form(form: Mapping[str, str], currency: str) -> ProgramRules:
-    """Read the submitted form into rules, or raise ValidationError listing every bad field."""
+    """Read the submitted form's core rules (earning, tiers, welcome bonus, redemption), or raise
+    ValidationError listing every bad field."""
     errors: dict[str, str] = {}
+    stored = _base_rules_json(form, currency, errors)
+    _refuse_if_any(errors)
+    # The stored form's own validation has the last word, so the form can never save what the engine refuses.
+    return rules_from_json(stored)
+
+
+def _base_rules_json(form: Mapping[str, str], currency: str, errors: dict[str, str]) -> dict[str, Any]:
+    """The core rules' stored form (app/domain/rules.py), adding a message to `errors` for each bad field."""
 
     def field(name: str) -> str:
         return (form.get(name) or "").strip()
@@ -99,6 +119,15 @@ def rules_from_form(form: Mapping[str, str], currency: str) -> ProgramRules:
         if keys[0] not in errors and min_spend is not None and discount_bp is not None:
             tiers.append({"name": name, "min_spend": min_spend, "discount_bp": discount_bp})
 
+    return {
+        "earn": {"points_per_unit": str(rate), "rounding": rounding},
+        "tiers": tiers,
+        "welcome_bonus": welcome,
+        "redeem": {"point_value": point_value, "max_percent": max_percent},
+    }
+
+
+def _refuse_if_any(errors: dict[str, str]) -> None:
     if errors:
         count = len(errors)
         raise ValidationError(
@@ -106,13 +135,333 @@ def rules_from_form(form: Mapping[str, str], currency: str) -> ProgramRules:
             field=next(iter(errors)),
             errors=errors,
         )
-    # The stored form's own validation has the last word, so the form can never save what the engine refuses.
-    return rules_from_json({
-        "earn": {"points_per_unit": str(rate), "rounding": rounding},
-        "tiers": tiers,
-        "welcome_bonus": welcome,
-        "redeem": {"point_value": point_value, "max_percent": max_percent},
-    })
+
+
+# --- The mechanics: the program's kind, second visit, stamp card, cashback, referral, birthday, expiry ------------
+
+# The Program.rules keys the mechanics own (app/domain/mechanics.py MechanicsRules.to_json). A save replaces them
+# all, so a mechanic left blank is removed, while keys nobody here knows are kept.
+MECHANIC_KEYS = ("program_type", "second_visit", "stamps", "cashback", "referral", "birthday", "expiry")
+KIND_LABELS = {"points": "Points", "stamps": "Stamp card", "cashback": "Cashback"}
+KIND_HINTS = {
+    "points": "Members earn points on what they pay and can pay with them.",
+    "stamps": "A purchase over the minimum adds a stamp; a full card gives a reward voucher.",
+    "cashback": "A share of what members pay is credited as money they can spend on later purchases.",
+}
+MECHANIC_FIELDS = (
+    "program_kind",
+    "second_visit_percent", "second_visit_days",
+    "stamps_needed", "stamps_min_basket", "stamps_reward_label", "stamps_reward_value", "stamps_per_multiple",
+    "cashback_percent",
+    "referral_referrer_bonus", "referral_referee_bonus",
+    "birthday_bonus", "birthday_grace_days",
+    "expiry_months", "expiry_warn_days",
+)
+MAX_SECOND_VISIT_DAYS = 365
+MAX_STAMPS_NEEDED = 100
+REWARD_LABEL_MAX = 64
+MAX_BIRTHDAY_GRACE_DAYS = 31
+MAX_EXPIRY_MONTHS = 120
+MAX_EXPIRY_WARN_DAYS = 365
+
+
+def bonus_unit_label(kind: str, currency: str) -> str:
+    """What the referral and birthday bonuses are counted in, which follows the program's kind."""
+    return {"points": "points", "stamps": "stamps"}.get(kind, currency)
+
+
+def mechanics_form_values(mechanics: MechanicsRules, currency: str) -> dict[str, str]:
+    """The whole Rules form filled in from stored rules: the core rules plus a field per mechanic (blank: off)."""
+    values = rules_form_values(mechanics.base, currency) | dict.fromkeys(MECHANIC_FIELDS, "")
+    kind = mechanics.program_type
+    values["program_kind"] = kind
+
+    def bonus(amount: int) -> str:
+        return format_amount(amount, currency) if kind == "cashback" else str(amount)
+
+    if mechanics.second_visit:
+        values["second_visit_percent"] = _percent_value(mechanics.second_visit.percent_bp)
+        values["second_visit_days"] = str(mechanics.second_visit.within_days)
+    if mechanics.stamps:
+        values["stamps_needed"] = str(mechanics.stamps.stamps_needed)
+        values["stamps_min_basket"] = format_amount(mechanics.stamps.min_basket, currency)
+        values["stamps_reward_label"] = mechanics.stamps.reward_label
+        values["stamps_reward_value"] = format_amount(mechanics.stamps.reward_value, currency)
+        values["stamps_per_multiple"] = "on" if mechanics.stamps.per_multiple else ""
+    if mechanics.cashback:
+        values["cashback_percent"] = _percent_value(mechanics.cashback.percent_bp)
+    if mechanics.referral:
+        values["referral_referrer_bonus"] = bonus(mechanics.referral.referrer_bonus)
+        values["referral_referee_bonus"] = bonus(mechanics.referral.referee_bonus)
+    if mechanics.birthday:
+        values["birthday_bonus"] = bonus(mechanics.birthday.bonus)
+        values["birthday_grace_days"] = str(mechanics.birthday.grace_days)
+    if mechanics.expiry:
+        values["expiry_months"] = str(mechanics.expiry.months)
+        values["expiry_warn_days"] = str(mechanics.expiry.warn_days)
+    return values
+
+
+def mechanics_from_form(form: Mapping[str, str], currency: str, *, current_kind: str) -> MechanicsRules:
+    """Read the whole Rules form into the program's complete rules, or raise ValidationError listing every bad
+    field of the core rules and of the mechanics together.
+
+    A mechanic whose fields are all blank is off. A form without `program_kind` (a client that only knows the
+    core rules) keeps `current_kind`. The referral and birthday bonuses are in the program's unit: whole points
+    or stamps, or an amount of money for a cashback program.
+    """
+    errors: dict[str, str] = {}
+    stored = _base_rules_json(form, currency, errors)
+
+    def field(name: str) -> str:
+        return (form.get(name) or "").strip()
+
+    kind = field("program_kind") or current_kind
+    if kind not in PROGRAM_TYPES:
+        errors["program_kind"] = "Choose what members collect: points, stamps or cashback."
+        kind = current_kind if current_kind in PROGRAM_TYPES else "points"
+    stored["program_type"] = kind
+    sections = {
+        "second_visit": _second_visit(field, errors),
+        "stamps": _stamp_card(field, form, currency, errors),
+        "cashback": _cashback(field, errors),
+        "referral": _referral(field, kind, currency, errors),
+        "birthday": _birthday(field, kind, currency, errors),
+        "expiry": _expiry(field, errors),
+    }
+    if kind == "stamps" and sections["stamps"] is None and "stamps_needed" not in errors:
+        errors["stamps_needed"] = ("A stamp-card program needs its stamp card: say how many stamps earn the reward, "
+                                   "and what the reward is.")
+    if kind == "cashback" and sections["cashback"] is None and "cashback_percent" not in errors:
+        errors["cashback_percent"] = "A cashback program needs its cashback share, such as 2 (%)."
+    _refuse_if_any(errors)
+    stored.update({name: section for name, section in sections.items() if section is not None})
+    return mechanics_from_json(stored)
+
+
+_Field = Callable[[str], str]
+
+
+def _second_visit(field: _Field, errors: dict[str, str]) -> dict[str, int] | None:
+    percent_text, days_text = field("second_visit_percent"), field("second_visit_days")
+    if not (percent_text or days_text):
+        return None
+    percent = days = None
+    if not percent_text:
+        errors["second_visit_percent"] = "Give the discount, such as 15, or clear the days to turn it off."
+    else:
+        percent = _percent(percent_text, "second_visit_percent", errors, "The second-visit discount")
+        if percent == 0:
+            errors["second_visit_percent"] = ("The second-visit discount is more than 0%; clear both fields to "
+                                              "turn it off.")
+    if not days_text:
+        errors["second_visit_days"] = "Give how many days after the first purchase the discount holds, such as 7."
+    else:
+        days = _whole_between(days_text, "second_visit_days", "The number of days", errors, 1,
+                              MAX_SECOND_VISIT_DAYS)
+    if percent and days is not None:
+        return {"percent_bp": percent, "within_days": days}
+    return None
+
+
+def _stamp_card(field: _Field, form: Mapping[str, str], currency: str, errors: dict[str, str]) -> dict[str, Any] | None:
+    needed_text, minimum_text = field("stamps_needed"), field("stamps_min_basket")
+    label, value_text = field("stamps_reward_label"), field("stamps_reward_value")
+    per_multiple = bool(field("stamps_per_multiple"))
+    if not (needed_text or minimum_text or label or value_text or per_multiple):
+        return None
+    needed = value = None
+    if not needed_text:
+        errors["stamps_needed"] = "Say how many stamps earn the reward, such as 10, or clear the stamp card."
+    else:
+        needed = _whole_between(needed_text, "stamps_needed", "Stamps for a reward", errors, 1, MAX_STAMPS_NEEDED)
+    minimum = _amount_or_zero(minimum_text or "0", currency, "stamps_min_basket", "The minimum basket", errors)
+    if not label:
+        errors["stamps_reward_label"] = "Name the reward, such as Free coffee."
+    elif len(label) > REWARD_LABEL_MAX:
+        errors["stamps_reward_label"] = f"The reward's name has at most {REWARD_LABEL_MAX} characters."
+    if not value_text:
+        errors["stamps_reward_value"] = (f"Give the reward's value in {currency}: what the voucher takes off the "
+                                         "bill, such as the price of the free item.")
+    else:
+        value = _amount_or_zero(value_text, currency, "stamps_reward_value", "The reward's value", errors)
+        if value == 0:
+            errors["stamps_reward_value"] = "The reward's value is more than zero: what the voucher takes off."
+    if per_multiple and minimum == 0:
+        errors["stamps_per_multiple"] = "A stamp per whole multiple needs a minimum basket above zero."
+    if needed is None or minimum is None or not value or any(key.startswith("stamps_") for key in errors):
+        return None
+    return {"stamps_needed": needed, "min_basket": minimum, "reward_label": label, "reward_value": value,
+            "per_multiple": per_multiple}
+
+
+def _cashback(field: _Field, errors: dict[str, str]) -> dict[str, int] | None:
+    text = field("cashback_percent")
+    if not text:
+        return None
+    percent = _percent(text, "cashback_percent", errors, "The cashback share")
+    if percent == 0:
+        errors["cashback_percent"] = "The cashback share is more than 0%; clear it to turn cashback off."
+        return None
+    return {"percent_bp": percent} if percent is not None else None
+
+
+def _referral(field: _Field, kind: str, currency: str, errors: dict[str, str]) -> dict[str, int] | None:
+    referrer_text, referee_text = field("referral_referrer_bonus"), field("referral_referee_bonus")
+    if not (referrer_text or referee_text):
+        return None
+    referrer = _bonus(referrer_text or "0", "referral_referrer_bonus", "The referrer's bonus", kind, currency, errors)
+    referee = _bonus(referee_text or "0", "referral_referee_bonus", "The new member's bonus", kind, currency, errors)
+    if referrer == 0 and referee == 0:
+        errors["referral_referrer_bonus"] = ("Give at least one bonus above zero, or clear both to turn referral "
+                                             "bonuses off.")
+    if referrer is None or referee is None or not (referrer or referee):
+        return None
+    return {"referrer_bonus": referrer, "referee_bonus": referee}
+
+
+def _birthday(field: _Field, kind: str, currency: str, errors: dict[str, str]) -> dict[str, int] | None:
+    bonus_text, grace_text = field("birthday_bonus"), field("birthday_grace_days")
+    if not (bonus_text or grace_text):
+        return None
+    bonus = None
+    if not bonus_text:
+        errors["birthday_bonus"] = "Give the birthday bonus, or clear the days too to turn it off."
+    else:
+        bonus = _bonus(bonus_text, "birthday_bonus", "The birthday bonus", kind, currency, errors)
+        if bonus == 0:
+            errors["birthday_bonus"] = "The birthday bonus is more than zero; clear it to turn the bonus off."
+    grace = _whole_between(grace_text or "0", "birthday_grace_days", "The days of grace", errors, 0,
+                           MAX_BIRTHDAY_GRACE_DAYS)
+    if not bonus or grace is None:
+        return None
+    return {"bonus": bonus, "grace_days": grace}
+
+
+def _expiry(field: _Field, errors: dict[str, str]) -> dict[str, int] | None:
+    months_text, warn_text = field("expiry_months"), field("expiry_warn_days")
+    if not (months_text or warn_text):
+        return None
+    months = None
+    if not months_text:
+        errors["expiry_months"] = ("Give the months without a purchase after which points expire, such as 12, "
+                                   "or clear the warning too to turn expiry off.")
+    else:
+        months = _whole_between(months_text, "expiry_months", "The months without a purchase", errors, 1,
+                                MAX_EXPIRY_MONTHS)
+    warn = _whole_between(warn_text or "0", "expiry_warn_days", "The warning", errors, 0, MAX_EXPIRY_WARN_DAYS)
+    # The shortest month has 28 days: a warning due before the last purchase would be sent at once.
+    if months is not None and warn is not None and warn >= months * 28:
+        errors["expiry_warn_days"] = (f"The warning comes before the points expire and after the last purchase: "
+                                      f"at most {months * 28 - 1} days before, with {months} month"
+                                      f"{'s' if months > 1 else ''}.")
+        return None
+    if months is None or warn is None:
+        return None
+    return {"months": months, "warn_days": warn}
+
+
+def _bonus(text: str, key: str, label: str, kind: str, currency: str, errors: dict[str, str]) -> int | None:
+    """A bonus in the program's unit: an amount of money for cashback, else whole points or stamps."""
+    if kind == "cashback":
+        return _amount_or_zero(text, currency, key, label, errors)
+    return _whole(text, key, label, errors)
+
+
+def _whole_between(text: str, key: str, label: str, errors: dict[str, str], low: int, high: int) -> int | None:
+    value = _whole(text, key, label, errors)
+    if value is not None and not low <= value <= high:
+        errors[key] = f"{label} is a whole number from {low} to {high}."
+        return None
+    return value
+
+
+def _percent_value(basis_points: int) -> str:
+    return _plain_decimal(Decimal(basis_points) / 100)
+
+
+# --- Saving: the only part that touches the database -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeldBalances:
+    """What the program's cards hold now, by unit, and how many cards hold each."""
+
+    points_cards: int = 0
+    points: int = 0
+    stamp_cards: int = 0
+    stamps: int = 0
+    vouchers: int = 0
+    cashback_cards: int = 0
+    cashback: int = 0
+
+
+def held_balances(session: Session, program: Program) -> HeldBalances:
+    row = session.execute(
+        select(
+            func.count().filter(Card.points > 0), func.coalesce(func.sum(Card.points), 0),
+            func.count().filter(or_(Card.stamps > 0, Card.vouchers > 0)), func.coalesce(func.sum(Card.stamps), 0),
+            func.coalesce(func.sum(Card.vouchers), 0),
+            func.count().filter(Card.cashback > 0), func.coalesce(func.sum(Card.cashback), 0),
+        ).where(Card.program_id == program.id)
+    ).one()
+    return HeldBalances(*(int(value) for value in row))
+
+
+def kind_change_warning(session: Session, program: Program, new_kind: str) -> str | None:
+    """What changing the program's kind does to balances cards already hold, or None when it changes nothing.
+
+    Balances are neither converted nor removed: the cards keep what they hold. Points still pay for purchases
+    while a point has a value, cashback can still be spent, and stamp-card vouchers can be used while the
+    stamp card is filled in; but only the new kind is earned from then on.
+    """
+    old_kind = program.kind
+    if new_kind == old_kind:
+        return None
+    held = held_balances(session, program)
+    parts = []
+    if new_kind != "points" and held.points_cards:
+        parts.append(f"{_cards(held.points_cards)} {_hold(held.points_cards)} {held.points:,} points in all: they "
+                     "keep them and can still pay with them while a point has a value, but earn no more")
+    if new_kind != "stamps" and held.stamp_cards:
+        parts.append(f"{_cards(held.stamp_cards)} {_hold(held.stamp_cards)} {held.stamps:,} stamps and "
+                     f"{held.vouchers:,} unused vouchers: the vouchers can still be used while the stamp card "
+                     "section stays filled in, but the stamps will never fill a card")
+    if new_kind != "cashback" and held.cashback_cards:
+        parts.append(f"{_cards(held.cashback_cards)} {_hold(held.cashback_cards)} "
+                     f"{format_amount(held.cashback, program.currency)} {program.currency} of cashback: they keep "
+                     "it and can still spend it, but earn no more")
+    if not parts:
+        return None
+    return (f"This changes the program from {KIND_LABELS.get(old_kind, old_kind).lower()} to "
+            f"{KIND_LABELS[new_kind].lower()}, and " + "; ".join(parts) + ". Tick the box below to confirm.")
+
+
+def save_rules(session: Session, program: Program, mechanics: MechanicsRules, *, kind_change_confirmed: bool) -> None:
+    """Store the manager's rules: they price the next purchase. Unknown keys of Program.rules are kept.
+
+    Program.kind (what the till reads, app/domain/mechanics_facts.py) and the rules' `program_type` are written
+    together, so they agree. A change of kind while cards hold balances the new kind does not earn needs
+    `kind_change_confirmed`; without it this raises ValidationError (nothing written) whose `errors` explain
+    what happens to those balances and whose `confirm_kind_change` asks for the confirmation.
+    """
+    warning = kind_change_warning(session, program, mechanics.program_type)
+    if warning and not kind_change_confirmed:
+        raise ValidationError("Nothing was saved: confirm the change of the program's kind.", field="program_kind",
+                              errors={"program_kind": warning}, confirm_kind_change=True)
+    update_program_rules(session, program, mechanics.base)  # tiers move cards now; passes are republished
+    kept = {key: value for key, value in program.rules.items() if key not in MECHANIC_KEYS}
+    program.rules = {**kept, **mechanics.to_json()}
+    program.kind = mechanics.program_type
+    session.flush()
+
+
+def _cards(count: int) -> str:
+    return f"{count:,} card{'s' if count != 1 else ''}"
+
+
+def _hold(count: int) -> str:
+    return "holds" if count == 1 else "hold"
 
 
 def _plain_decimal(value: Decimal) -> str:
@@ -140,18 +489,18 @@ def _whole(text: str, key: str, label: str, errors: dict[str, str]) -> int | Non
     return None
 
 
-def _percent(text: str, key: str, errors: dict[str, str]) -> int | None:
+def _percent(text: str, key: str, errors: dict[str, str], what: str = "A discount") -> int | None:
     """A percentage such as "5" or "2.5", as basis points."""
     if text.startswith("-"):
-        errors[key] = "A discount cannot be negative."
+        errors[key] = f"{what} cannot be negative."
         return None
     text = text.removesuffix("%").strip()
     if not _PERCENT.fullmatch(text):
-        errors[key] = "A discount is a percentage such as 5 or 2.5."
+        errors[key] = f"{what} is a percentage such as 5 or 2.5."
         return None
     basis_points = int(Decimal(text) * 100)
     if basis_points > 10_000:
-        errors[key] = "A discount is at most 100%."
+        errors[key] = f"{what} is at most 100%."
         return None
     return basis_points
 

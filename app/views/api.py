@@ -86,7 +86,7 @@ def scan():  # type: ignore[no-untyped-def]
 
 @bp.post("/purchases/quote")
 def quote():  # type: ignore[no-untyped-def]
-    """Price a purchase: discount lines, amount due, points to earn. Writes nothing."""
+    """Price a purchase: discount lines, refused coupons and offers, amount due, what it earns. Writes nothing."""
     return jsonify(till.quote(g.program))
 
 
@@ -98,13 +98,13 @@ def create_purchase():  # type: ignore[no-untyped-def]
 
 @bp.post("/purchases/<id:purchase_id>/void")
 def void(purchase_id: int):  # type: ignore[no-untyped-def]
-    """Reverse a purchase's points and spend exactly; a second void is refused."""
+    """Undo exactly what a purchase did (points, cashback, stamps, coupon uses, referral bonuses); once."""
     return jsonify(till.void(g.program, purchase_id, _actor()))
 
 
 @bp.get("/cards/<serial>")
 def card_detail(serial: str):  # type: ignore[no-untyped-def]
-    """A card's balance, tier, lifetime spend and ledger (newest first)."""
+    """A card's balances (points, stamps and vouchers, cashback), tier, lifetime spend and ledger (newest first)."""
     session = get_session()
     program: Program = g.program
     card = get_card(session, program, serial)
@@ -115,6 +115,9 @@ def card_detail(serial: str):  # type: ignore[no-untyped-def]
         **card_summary(card),
         "status": card.status,
         "lifetime_spend": format_amount(card.lifetime_spend, program.currency),
+        "stamps": card.stamps,
+        "vouchers": card.vouchers,
+        "cashback": format_amount(card.cashback, program.currency),
         "ledger": [
             {"id": e.id, "kind": e.kind, "points": e.points, "purchase_id": e.purchase_id, "note": e.note,
              "created_at": e.created_at.isoformat()}

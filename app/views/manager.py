@@ -1,5 +1,5 @@
-"""The manager's pages: the dashboard (/manager), the program's rules (/manager/settings), how its wallet cards
-look (/manager/wallet) and its staff.
+"""The manager's pages: the dashboard (/manager), the program's rules and their preview over the last 30 days
+(/manager/settings), how its wallet cards look (/manager/wallet) and its staff.
 
 Every page shows and changes only the signed-in manager's own program: the program always comes from the
 session's staff record, never from the URL or the form.
@@ -16,6 +16,7 @@ from app.charts import stacked_bar_chart
 from app.db import get_session
 from app.domain.dashboard import CHANNEL_LABELS, WINDOWS, build_dashboard, display_money
 from app.domain.errors import Conflict, ValidationError
+from app.domain.mechanics_facts import program_mechanics
 from app.domain.pass_look import (
     COLOUR_FIELDS,
     LOGO_TOO_LARGE,
@@ -27,10 +28,21 @@ from app.domain.pass_look import (
     read_pass_look,
     save_pass_look,
 )
-from app.domain.programs import create_staff, list_staff, set_staff_active, update_program_rules
+from app.domain.programs import create_staff, list_staff, set_staff_active
 from app.domain.rotating_codes import MAX_PERIOD_SECONDS, MIN_PERIOD_SECONDS
 from app.domain.rules import rules_from_json
-from app.domain.settings import ROUNDING_LABELS, rules_form_values, rules_from_form
+from app.domain.settings import (
+    KIND_HINTS,
+    KIND_LABELS,
+    ROUNDING_LABELS,
+    bonus_unit_label,
+    kind_change_warning,
+    mechanics_form_values,
+    mechanics_from_form,
+    rules_form_values,
+    save_rules,
+)
+from app.domain.simulation import WINDOW_DAYS, RulesPreview, preview_rule_change
 from app.models import Program, Staff, utcnow
 
 bp = Blueprint("manager", __name__, url_prefix="/manager")
@@ -76,28 +88,56 @@ def dashboard() -> str:
 @bp.route("/settings", methods=["GET", "POST"])
 @staff_required("manager")
 def settings() -> Response | str | tuple[str, int]:
-    """The program's core rules: earning, tiers, welcome bonus and redemption. Nothing is saved on an error."""
+    """The program's rules: what members collect (points, stamps or cashback), earning, tiers, bonuses,
+    redemption, and the mechanics (second visit, stamp card, cashback, referrals, birthday bonus, expiry).
+
+    "Save rules" stores them. "Preview" (action=preview) shows what the rules in the form would have given over
+    the last 30 days of committed purchases, next to the rules as they are, and saves nothing. On an error
+    nothing is saved and each bad field says why.
+    """
     session = get_session()
     program = _manager().program
     if request.method == "GET":
-        values = rules_form_values(rules_from_json(program.rules), program.currency)
-        return _settings_page(program, values, {})
+        try:
+            values, summary = mechanics_form_values(program_mechanics(program), program.currency), ""
+        except ValidationError as error:  # rules stored by hand or by an older version, which a save replaces
+            values = {**rules_form_values(rules_from_json(program.rules), program.currency),
+                      "program_kind": program.kind}
+            summary = f"The stored rules could not be read in full ({error.detail}) Saving this form replaces them."
+        return _settings_page(program, values, {}, summary=summary)
+    previewing = request.form.get("action") == "preview"
     try:
-        rules = rules_from_form(request.form, program.currency)
+        proposed = mechanics_from_form(request.form, program.currency, current_kind=program.kind)
+        if previewing:
+            preview = preview_rule_change(session, program, program_mechanics(program), proposed, now=utcnow())
+            warning = kind_change_warning(session, program, proposed.program_type)
+            return _settings_page(program, request.form.to_dict(), {}, preview=preview, kind_warning=warning)
+        save_rules(session, program, proposed, kind_change_confirmed=bool(request.form.get("confirm_kind_change")))
     except ValidationError as error:
         # The summary says what happened; each field's own message sits next to it.
-        return _settings_page(program, request.form.to_dict(), error.extra.get("errors", {}),
-                              summary=error.detail), 422
-    update_program_rules(session, program, rules)
+        summary = error.detail.replace("Nothing was saved:", "Nothing to preview yet:") if previewing else error.detail
+        return _settings_page(program, request.form.to_dict(), error.extra.get("errors", {}), summary=summary,
+                              confirm_kind_change=bool(error.extra.get("confirm_kind_change"))), 422
     session.commit()
     flash("Rules saved. They apply from the next purchase.", "notice")
     return redirect(url_for("manager.settings"), code=303)
 
 
-def _settings_page(program: Program, values: dict[str, str], errors: dict[str, str], summary: str = "") -> str:
+def _settings_page(program: Program, values: dict[str, str], errors: dict[str, str], summary: str = "", *,
+                   preview: RulesPreview | None = None, kind_warning: str | None = None,
+                   confirm_kind_change: bool = False) -> str:
     rows = sorted({int(key.rsplit("_", 1)[1]) for key in values if key.startswith("tier_name_")})
-    return render_template("manager_settings.html", program=program, values=values, errors=errors,
-                           summary=summary, tier_rows=rows, rounding_labels=ROUNDING_LABELS)
+    chosen = values.get("program_kind", "")
+    kind = chosen if chosen in KIND_LABELS else program.kind  # the bonuses' unit follows the kind in the form
+    return render_template(
+        "manager_settings.html", program=program, values=values, errors=errors, summary=summary, tier_rows=rows,
+        rounding_labels=ROUNDING_LABELS, kind_labels=KIND_LABELS, kind_hints=KIND_HINTS,
+        bonus_unit=bonus_unit_label(kind, program.currency), preview=preview,
+        window_days=WINDOW_DAYS, kind_warning=kind_warning,
+        # Asked for when a save found balances the new kind does not earn, and offered with a preview's warning.
+        ask_kind_confirmation=confirm_kind_change or bool(kind_warning),
+        money=lambda minor: display_money(minor, program.currency),
+    )
 
 
 @bp.route("/wallet", methods=["GET", "POST"])

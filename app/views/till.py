@@ -21,6 +21,8 @@ from app.auth import current_staff
 from app.db import begin_reading, get_session, start_writing
 from app.domain.cards import display_name, verify_card_code, verify_till_code
 from app.domain.errors import DomainError, ValidationError
+from app.domain.mechanics_facts import catalogue, offer_json, program_kind, reward_json, running_offers
+from app.domain.money import format_amount
 from app.domain.purchases import (
     Actor,
     PurchaseRequest,
@@ -54,15 +56,39 @@ def json_body() -> dict[str, Any]:
     return data
 
 
-def card_summary(card: Card) -> dict[str, Any]:
-    """What a till may show about a member: no email, no phone, a masked name."""
-    return {
+def card_summary(
+    card: Card, *, offers: list[dict[str, Any]] | None = None, rewards: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """What a till may show about a member: no email, no phone, a masked name, the balances the program keeps.
+
+    Stamps and vouchers appear for a stamp card (or a card holding a voucher), cashback for a cashback program
+    (or a card holding some); a points card answers what it always did. After a scan, `offers` are those the
+    member may choose (their ids go in a quote's `offer_ids`) and `rewards` the catalogue (`reward_id`).
+    """
+    summary: dict[str, Any] = {
         "serial": card.serial,
         "display_name": display_name(card.customer.name),
         "tier": card.tier,
         "points": card.points,
-        "offers": [],
+        "offers": offers or [],
     }
+    kind = program_kind(card.program)
+    if kind == "stamps" or card.vouchers:
+        summary["stamps"] = card.stamps
+        summary["vouchers"] = card.vouchers
+    if kind == "cashback" or card.cashback:
+        summary["cashback"] = format_amount(card.cashback, card.program.currency)
+    if rewards:
+        summary["rewards"] = rewards
+    return summary
+
+
+def _scanned(program: Program, card: Card) -> dict[str, Any]:
+    """The summary a scan answers: the card, the offers running now and the rewards catalogue."""
+    session = get_session()
+    offers = [offer_json(offer, program.currency) for offer in running_offers(session, program, utcnow())]
+    rewards = [reward_json(reward, program.currency) for reward in catalogue(session, program)]
+    return card_summary(card, offers=offers, rewards=rewards)
 
 
 def actor_label(actor: Actor) -> str:
@@ -96,23 +122,24 @@ def scan_card(program: Program) -> dict[str, Any]:
         raise ValidationError("code is required: the card code the scanner read, as a string.", field="code")
     session = get_session()
     if not program.rotating_codes:
-        return card_summary(verify_card_code(session, program, static_part(code)))
+        return _scanned(program, verify_card_code(session, program, static_part(code)))
     start_writing(session)
     card = verify_till_code(session, program, code, actor=_request_actor(), now=utcnow(), consume=True)
-    summary = card_summary(card)
+    summary = _scanned(program, card)
     session.commit()
     return summary
 
 
 def quote(program: Program) -> dict[str, Any]:
-    """The priced quote for the request's card and basket, and the card it is for.
+    """The priced quote for the request's card and basket, and the card it is for: every line, and every coupon
+    or offer refused with its reason (a quote reports them; a purchase naming one is refused).
 
     It writes nothing, except that a live code nobody scanned yet is taken by this till.
     """
     sent = parse_purchase_request(json_body(), program.currency)
     if program.rotating_codes:
         _admit_live_code(program, sent.code, _request_actor())
-    card, priced = quote_purchase(get_session(), program, _with_static_code(sent))
+    card, priced = quote_purchase(get_session(), program, _with_static_code(sent), now=utcnow())
     return {**quote_json(priced, program.currency), "card": card_summary(card)}
 
 
@@ -162,7 +189,7 @@ def _commit_once(program: Program, actor: Actor) -> tuple[dict[str, Any], bool]:
                 raise
             return purchase_json(earlier, program.currency), True
     try:
-        result = commit_purchase(session, program, purchase_request, actor, key,
+        result = commit_purchase(session, program, purchase_request, actor, key, now=utcnow(),
                                  begin_writing=lambda: start_writing(session))
         body = purchase_json(result.purchase, program.currency)
         session.commit()
@@ -177,10 +204,10 @@ def _commit_once(program: Program, actor: Actor) -> tuple[dict[str, Any], bool]:
 
 
 def void(program: Program, purchase_id: int, actor: Actor) -> dict[str, Any]:
-    """Reverse a purchase of this program; answers its new status and the card's balance and tier."""
+    """Undo what a purchase of this program did; answers its new status and the card's balance and tier."""
     session = get_session()
     start_writing(session)
-    purchase = void_purchase(session, program, purchase_id, actor)
+    purchase = void_purchase(session, program, purchase_id, actor, now=utcnow())
     card = purchase.card
     body = {"id": purchase.id, "status": purchase.status, "points": card.points, "tier": card.tier}
     session.commit()

@@ -6,11 +6,20 @@
 //   scan-form        form around wedge-input; a keyboard-wedge scanner types the code and presses Enter
 //   wedge-input      focused text input for wedge scanners, paste (looks the code up at once) and typing
 //   message          the latest refusal or notice; data-kind="error" | "info"
-//   card-summary     the member: card-name (masked), card-tier, card-points; and quote-form with
-//                    amount (decimal string), redeem-input (whole points), quote-button, cancel-button
-//   quote            quote-amount, quote-lines (one <tr data-kind> per line), quote-amount-due,
-//                    quote-points-earned, quote-points-redeemed, confirm-button
-//   receipt          receipt-id, receipt-amount-due, receipt-points-earned, receipt-balance, receipt-tier,
+//   card-summary     the member: card-name (masked), card-tier, card-balances (one <span data-kind> per
+//                    balance: points, stamps, vouchers, cashback; card-points is the points figure); and
+//                    quote-form with amount (decimal string), redeem-input (whole points) and redeem-max,
+//                    cashback-input and cashback-max (cashback programs), coupon-input with coupon-add and
+//                    coupon-chips (<li data-testid="coupon-chip" data-code>, each with a coupon-remove ×),
+//                    offer-list (a checkbox per running offer, value = its id), reward-select, use-voucher,
+//                    quote-button, cancel-button. Offers, rewards and the voucher show only when the scan's
+//                    answer lists them.
+//   quote            quote-amount, quote-lines (one <tr data-kind> per discount line), quote-notes (a
+//                    <tr data-kind="refusal"> per refused coupon, a <tr data-kind="notice"> per notice),
+//                    quote-amount-due, quote-outcome (<tr data-kind="points_earned" | "points_spent" |
+//                    "stamps_added" | "voucher_issued" | "cashback_earned" | "bonus">), confirm-button
+//   receipt          receipt-id, receipt-amount, receipt-lines, receipt-notes, receipt-amount-due,
+//                    receipt-outcome (as in the quote), receipt-balance, receipt-tier,
 //                    next-button ("Next customer": clears the till and resumes scanning; cancel-button too)
 //   recent-list      this member of staff's latest purchases: each <li data-testid="recent-purchase"
 //                    data-purchase-id data-status>, with a void-button (first tap arms it, second tap voids)
@@ -21,9 +30,27 @@
 // One code, one lookup: the camera loop stops at the first code it reads, and every handler checks the phase
 // before acting, so a second frame, a second Enter or a double tap cannot post twice. A purchase carries an
 // Idempotency-Key made when its quote is shown; a retry after a failure sends the same key, so the server
-// commits it once.
+// commits it once. Confirm sends the very body that was quoted: the same coupons, offers, reward and redemption.
+//
+// The pure parts (the request body from the form, the quote's rows) are in till-quote.js, tested in Node.
 
 import { decoderCandidates, loadDecoder, probeEnvironment } from "./decoders.js";
+import {
+  addCoupon,
+  balanceFigures,
+  fieldWithCardCode,
+  looksLikeCardCode,
+  mostCashbackToSpend,
+  mostPointsToRedeem,
+  normaliseCouponCode,
+  offerChoice,
+  quoteRequestBody,
+  quoteRows,
+  receiptRows,
+  refusedChoices,
+  removeCoupon,
+  rewardOptions,
+} from "./till-quote.js";
 
 const NETWORK_MESSAGE =
   "No connection to the server. Check the network and try again — nothing was charged twice.";
@@ -37,6 +64,16 @@ const $ = (id) => document.getElementById(id);
 const till = $("till");
 const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
 const currency = till.dataset.currency;
+const rowOptions = {
+  currency,
+  programType: till.dataset.programType || "points",
+  stampsNeeded: Number(till.dataset.stampsNeeded) || 0,
+  voucherLabel: till.dataset.stampReward || "",
+};
+const redeemRules = {
+  pointValue: Number(till.dataset.pointValue) || 0, // 0: points do not pay for purchases in this program
+  maxPercent: Number(till.dataset.redeemMaxPercent) || 0,
+};
 const urls = {
   scan: till.dataset.scanUrl,
   quote: till.dataset.quoteUrl,
@@ -49,6 +86,9 @@ const state = {
   code: null,
   card: null,
   quoted: null, // the exact body the shown quote was for; Confirm commits this, not the inputs' current text
+  quote: null, // the server's answer to it: the receipt repeats its refusals and notices
+  refused: null, // what the shown quote refused ({coupons, offers, any}); Confirm waits until it is taken off
+  coupons: [], // the codes added as chips, in the order the server applies them
   idempotencyKey: null,
   quiet: { code: null, until: 0 }, // the camera ignores this code until then
 };
@@ -127,7 +167,7 @@ function setPhase(phase) {
   $("wedge-input").readOnly = phase !== "scanning";
   $("scan-submit").disabled = phase !== "scanning";
   $("quote-button").disabled = !["card", "quoted"].includes(phase);
-  $("confirm-button").disabled = phase !== "quoted";
+  $("confirm-button").disabled = phase !== "quoted" || Boolean(state.refused && state.refused.any);
   $("confirm-button").textContent = phase === "confirming" ? "Confirming…" : $("confirm-button").dataset.label;
   $("card-summary").hidden = !["card", "quoting", "quoted", "confirming"].includes(phase);
   $("quote").hidden = !["quoted", "confirming"].includes(phase);
@@ -166,46 +206,177 @@ function money(amount) {
 function showCard(card) {
   $("card-name").textContent = card.display_name;
   $("card-tier").textContent = card.tier || "Member";
-  $("card-points").textContent = String(card.points);
+  const figures = balanceFigures(card, rowOptions).map((figure) => {
+    const span = document.createElement("span");
+    span.dataset.kind = figure.kind;
+    if (figure.kind === "points") {
+      const number = document.createElement("span");
+      number.id = "card-points";
+      number.dataset.testid = "card-points";
+      number.textContent = String(Number(card.points) || 0);
+      span.append(number, figure.text.replace(/^\S+/, ""));
+    } else {
+      span.textContent = figure.text;
+    }
+    return span;
+  });
+  $("card-balances").replaceChildren(...figures);
+}
+
+// The choices this card has at the till, from the scan's answer; each is shown only when there is one.
+function showChoices(card) {
+  const offers = (card.offers || []).map((offer) => {
+    const choice = offerChoice(offer, currency);
+    const label = document.createElement("label");
+    label.className = "checkbox";
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.name = "offer_ids";
+    box.value = choice.id;
+    box.dataset.title = choice.title;
+    box.dataset.testid = "offer-choice";
+    const text = document.createElement("span");
+    const title = document.createElement("strong");
+    title.textContent = choice.title;
+    text.append(title);
+    if (choice.terms) {
+      const terms = document.createElement("small");
+      terms.textContent = choice.terms;
+      text.append(" ", terms);
+    }
+    label.append(box, text);
+    return label;
+  });
+  $("offer-list").replaceChildren(...offers);
+  $("offers-field").hidden = offers.length === 0;
+
+  const none = document.createElement("option");
+  none.value = "";
+  none.textContent = "No reward";
+  const rewards = rewardOptions(card).map((choice) => {
+    const option = document.createElement("option");
+    option.value = choice.value;
+    option.textContent = choice.disabled ? `${choice.text} (not enough points)` : choice.text;
+    option.disabled = choice.disabled;
+    return option;
+  });
+  $("reward-select").replaceChildren(none, ...rewards);
+  $("reward-field").hidden = rewards.length === 0;
+
+  $("voucher-field").hidden = !(Number(card.vouchers) > 0);
+  $("redeem-field").hidden = !redeemRules.pointValue; // the server refuses redemption in such a program
+  $("cashback-field").hidden = !(card.cashback != null
+    && (rowOptions.programType === "cashback" || Number(card.cashback) > 0));
+}
+
+function fillRows(tbody, rows) {
+  const drawn = rows.map((row) => {
+    const tr = document.createElement("tr");
+    tr.dataset.kind = row.kind;
+    if (row.tone) tr.className = `row-${row.tone}`;
+    if (row.value === "") {
+      const cell = document.createElement("td");
+      cell.colSpan = 2;
+      const label = document.createElement("span");
+      label.className = "note-label";
+      label.textContent = row.label;
+      cell.append(label);
+      if (row.detail) {
+        const detail = document.createElement("span");
+        detail.className = "note-detail";
+        detail.textContent = row.detail;
+        cell.append(detail);
+      }
+      tr.append(cell);
+    } else {
+      const label = document.createElement(row.tone === "discount" ? "td" : "th");
+      if (label.tagName === "TH") label.scope = "row";
+      label.textContent = row.label;
+      const value = document.createElement("td");
+      value.className = "num";
+      value.textContent = row.value;
+      tr.append(label, value);
+    }
+    return tr;
+  });
+  tbody.replaceChildren(...drawn);
 }
 
 function showQuote(quote) {
-  const rows = quote.lines.map((line) => {
-    const row = document.createElement("tr");
-    row.dataset.kind = line.kind;
-    const label = document.createElement("td");
-    label.textContent = line.label;
-    const amount = document.createElement("td");
-    amount.className = "num";
-    amount.textContent = `−${money(line.amount)}`;
-    row.append(label, amount);
-    return row;
-  });
-  $("quote-lines").replaceChildren(...rows);
+  const rows = quoteRows(quote, rowOptions);
+  fillRows($("quote-lines"), rows.lines);
+  fillRows($("quote-notes"), rows.notes);
+  fillRows($("quote-outcome"), rows.outcome);
   $("quote-amount").textContent = money(quote.amount);
   $("quote-amount-due").textContent = money(quote.amount_due);
-  $("quote-points-earned").textContent = String(quote.points_earned);
-  $("quote-points-redeemed").textContent = String(quote.points_redeemed);
-  $("quote-redeemed-row").hidden = !quote.points_redeemed;
+  // A chip whose coupon the server refused says so until the basket changes.
+  state.refused = refusedChoices(quote, chosenOffers());
+  for (const chip of $("coupon-chips").children) {
+    chip.dataset.refused = String(state.refused.coupons.includes(chip.dataset.code));
+  }
+  $("quote-blocked").hidden = !state.refused.any;
+}
+
+// The offers ticked, as {id, title}: the title is how a quote's "offer" line names the offer it applied.
+function chosenOffers() {
+  const ticked = [...$("offer-list").querySelectorAll("input:checked")];
+  return ticked.map((box) => ({ id: box.value, title: box.dataset.title }));
 }
 
 function showReceipt(purchase) {
+  const quote = state.quote || {};
+  const rows = receiptRows(purchase, quote, rowOptions);
   $("receipt-id").textContent = String(purchase.id);
+  $("receipt-amount").textContent = money(purchase.amount ?? quote.amount);
+  fillRows($("receipt-lines"), rows.lines);
+  fillRows($("receipt-notes"), rows.notes);
+  fillRows($("receipt-outcome"), rows.outcome);
   $("receipt-amount-due").textContent = money(purchase.amount_due);
-  $("receipt-points-earned").textContent = String(purchase.points_earned);
-  $("receipt-balance").textContent = String(purchase.points);
+  const after = {
+    points: purchase.points ?? quote.points_after,
+    stamps: purchase.stamps ?? quote.stamps,
+    vouchers: purchase.vouchers ?? quote.vouchers,
+    cashback: purchase.cashback ?? quote.cashback,
+  };
+  $("receipt-balance").textContent = balanceFigures(after, rowOptions).map((figure) => figure.text).join(" · ")
+    || String(after.points ?? 0);
   $("receipt-tier").textContent = purchase.tier || "Member";
+}
+
+function showCoupons() {
+  const chips = state.coupons.map((code) => {
+    const chip = document.createElement("li");
+    chip.className = "chip";
+    chip.dataset.testid = "coupon-chip";
+    chip.dataset.code = code;
+    const text = document.createElement("span");
+    text.textContent = code;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "chip-remove";
+    remove.dataset.testid = "coupon-remove";
+    remove.dataset.code = code;
+    remove.setAttribute("aria-label", `Remove ${code}`);
+    remove.textContent = "×";
+    chip.append(text, remove);
+    return chip;
+  });
+  $("coupon-chips").replaceChildren(...chips);
 }
 
 function clearTill() {
   state.code = null;
   state.card = null;
   state.quoted = null;
+  state.quote = null;
+  state.refused = null;
   state.idempotencyKey = null;
-  $("wedge-input").value = "";
-  $("amount").value = "";
-  $("redeem-input").value = "";
-  $("quote-lines").replaceChildren();
+  state.coupons = [];
+  for (const id of ["wedge-input", "amount", "redeem-input", "cashback-input", "coupon-input"]) $(id).value = "";
+  $("use-voucher").checked = false;
+  showCoupons();
+  for (const id of ["quote-lines", "quote-notes", "quote-outcome", "offer-list"]) $(id).replaceChildren();
+  $("reward-select").replaceChildren();
 }
 
 // ---- the steps ---------------------------------------------------------------------------------------------
@@ -230,6 +401,7 @@ async function lookUp(raw, source) {
     state.code = code;
     state.card = card;
     showCard(card);
+    showChoices(card);
     setPhase("card");
     $("card-summary").scrollIntoView({ block: "nearest" });
     $("amount").focus();
@@ -242,41 +414,68 @@ async function lookUp(raw, source) {
   }
 }
 
+// The form as the cashier left it, as the quote (and then the purchase) request.
 function quoteRequest() {
-  let amount = $("amount").value.trim();
-  // "12,50" is how many cashiers type money; the server wants "12.50".
-  if (!amount.includes(".")) amount = amount.replace(",", ".");
-  const redeemText = $("redeem-input").value.trim();
-  // Anything but digits goes to the server as typed, so its refusal says what is wrong with it.
-  const redeem = redeemText === "" ? 0 : /^[0-9]+$/.test(redeemText) ? Number(redeemText) : redeemText;
-  return { code: state.code, amount, redeem_points: redeem };
+  return quoteRequestBody(state.code, {
+    amount: $("amount").value,
+    redeemPoints: $("redeem-input").value,
+    redeemCashback: $("cashback-field").hidden ? "" : $("cashback-input").value,
+    couponCodes: state.coupons,
+    offerIds: chosenOffers().map((offer) => offer.id),
+    rewardId: $("reward-field").hidden ? "" : $("reward-select").value,
+    useVoucher: !$("voucher-field").hidden && $("use-voucher").checked,
+  });
 }
 
-// What a keyboard-wedge scanner typed into the amount field when the cashier scanned the next card too early.
-// A static code, or a live one (code.slot.totp, docs/card-code.md).
-const LOOKS_LIKE_A_CARD_CODE = /^[A-Za-z2-7]{20,}(\.\d+\.\d{6})?$/;
+function sayCardScannedMeanwhile() {
+  say(`A card was scanned while serving ${state.card.display_name}. Finish this purchase, or press Cancel ` +
+      "to serve the other customer.");
+}
+
+// Adds the coupon field's code as a chip, unless it is empty, already there, or a card's code the scanner typed.
+function addTypedCoupon() {
+  const input = $("coupon-input");
+  const typed = normaliseCouponCode(input.value);
+  const result = addCoupon(state.coupons, typed);
+  if (result.refused === "empty") return;
+  input.value = "";
+  if (result.refused === "card_code") {
+    sayCardScannedMeanwhile(); // the next customer's card, scanned while the coupon field had the focus
+  } else if (result.refused === "duplicate") {
+    say(`${typed} is already on this purchase.`, "info");
+  } else {
+    state.coupons = result.codes;
+    showCoupons();
+    onBasketEdited();
+  }
+}
 
 async function requestQuote() {
   if (!["card", "quoted"].includes(state.phase)) return;
-  if (LOOKS_LIKE_A_CARD_CODE.test($("amount").value.trim())) {
-    $("amount").value = "";
-    say(`A card was scanned while serving ${state.card.display_name}. Finish this purchase, or press Cancel ` +
-        "to serve the other customer.");
+  const scannedInto = fieldWithCardCode({
+    amount: $("amount").value, redeemPoints: $("redeem-input").value, redeemCashback: $("cashback-input").value,
+  });
+  if (scannedInto || looksLikeCardCode($("coupon-input").value)) {
+    const field = { amount: "amount", redeemPoints: "redeem-input", redeemCashback: "cashback-input" }[scannedInto];
+    $(field || "coupon-input").value = "";
+    sayCardScannedMeanwhile();
     return;
   }
+  addTypedCoupon(); // a code typed but not yet added is meant for this quote
   const body = quoteRequest();
   setPhase("quoting");
   clearMessage();
   try {
     const quote = await callApi("POST", urls.quote, body);
     state.quoted = body;
+    state.quote = quote;
+    showQuote(quote); // before the phase, which enables Confirm only when nothing was refused
     // Made now, with the quote on screen: every tap or retry of this Confirm sends the same key.
     state.idempotencyKey = newIdempotencyKey();
     showCard(quote.card);
-    showQuote(quote);
     setPhase("quoted");
     $("quote").scrollIntoView({ block: "nearest" });
-    $("confirm-button").focus();
+    $(state.refused.any ? "requote-button" : "confirm-button").focus();
   } catch (error) {
     sayError(error);
     setPhase("card");
@@ -315,12 +514,84 @@ function nextCustomer() {
   $("wedge-input").focus();
 }
 
-// A changed amount makes the shown quote stale; Confirm must not stay available for it.
+// A changed amount, coupon, offer, reward or redemption makes the shown quote stale; Confirm must not stay
+// available for it. The Quote button prices the basket again.
 function onBasketEdited() {
+  for (const chip of $("coupon-chips").children) delete chip.dataset.refused;
   if (state.phase === "quoted") {
     state.quoted = null;
+    state.quote = null;
+    state.refused = null;
     setPhase("card");
   }
+}
+
+// The refused coupons and offers come off the purchase, and what is left is quoted again.
+function takeOffRefused() {
+  if (state.phase !== "quoted" || !state.refused) return;
+  const { coupons, offers } = state.refused;
+  state.coupons = state.coupons.filter((code) => !coupons.includes(code));
+  showCoupons();
+  for (const box of $("offer-list").querySelectorAll("input:checked")) {
+    if (offers.includes(box.value)) box.checked = false;
+  }
+  onBasketEdited();
+  requestQuote();
+}
+
+function onCouponKey(event) {
+  if (event.key !== "Enter") return;
+  // Enter in an empty coupon field quotes, as in the other fields; with a code in it, it adds the code.
+  if (!$("coupon-input").value.trim()) return;
+  event.preventDefault();
+  addTypedCoupon();
+}
+
+function onChipClick(event) {
+  const remove = event.target.closest(".chip-remove");
+  if (!remove) return;
+  state.coupons = removeCoupon(state.coupons, remove.dataset.code);
+  showCoupons();
+  onBasketEdited();
+  $("coupon-input").focus();
+}
+
+// "Max" fills in the most the card can pay with: the redemption cap is a share of what is left after the
+// discounts, so it is read off a quote of this basket (the one shown, or one asked for now without this
+// redemption), and the basket is then quoted with it.
+async function fillMost(input, most, leaveOut) {
+  if (!state.card || !["card", "quoted"].includes(state.phase)) return;
+  let quote = state.phase === "quoted" ? state.quote : null;
+  if (!quote && $("amount").value.trim() && !fieldWithCardCode({ amount: $("amount").value })) {
+    const serving = state.code;
+    setPhase("quoting");
+    try {
+      const body = quoteRequest();
+      leaveOut(body);
+      quote = await callApi("POST", urls.quote, body);
+    } catch {
+      quote = null; // the quote below says what is wrong with the basket
+    }
+    if (state.phase !== "quoting" || state.code !== serving) return; // Cancel was pressed meanwhile
+    setPhase("card");
+  }
+  $(input).value = most(quote);
+  onBasketEdited();
+  if ($("amount").value.trim()) requestQuote();
+}
+
+function redeemMostPoints() {
+  fillMost("redeem-input", (quote) => String(mostPointsToRedeem(state.card, {
+    rewardId: $("reward-field").hidden ? "" : $("reward-select").value, quote, ...redeemRules,
+  })), (body) => {
+    body.redeem_points = 0;
+    delete body.redeem_cashback;
+  });
+}
+
+function spendMostCashback() {
+  fillMost("cashback-input", (quote) => mostCashbackToSpend(state.card, { quote, ...redeemRules }),
+    (body) => delete body.redeem_cashback);
 }
 
 // ---- recent purchases and voids ------------------------------------------------------------------------------
@@ -530,8 +801,21 @@ function wire() {
     event.preventDefault();
     requestQuote();
   });
-  $("amount").addEventListener("input", onBasketEdited);
-  $("redeem-input").addEventListener("input", onBasketEdited);
+  for (const id of ["amount", "redeem-input", "cashback-input", "coupon-input"]) {
+    $(id).addEventListener("input", onBasketEdited);
+  }
+  $("offer-list").addEventListener("change", onBasketEdited);
+  $("reward-select").addEventListener("change", onBasketEdited);
+  $("use-voucher").addEventListener("change", onBasketEdited);
+  $("coupon-input").addEventListener("keydown", onCouponKey);
+  $("coupon-add").addEventListener("click", () => {
+    addTypedCoupon();
+    $("coupon-input").focus();
+  });
+  $("coupon-chips").addEventListener("click", onChipClick);
+  $("redeem-max").addEventListener("click", redeemMostPoints);
+  $("cashback-max").addEventListener("click", spendMostCashback);
+  $("requote-button").addEventListener("click", takeOffRefused);
   $("confirm-button").addEventListener("click", confirmPurchase);
   $("next-button").addEventListener("click", nextCustomer);
   $("cancel-button").addEventListener("click", nextCustomer);
