@@ -31,8 +31,27 @@ def program_kind(program: Program) -> str:
 
 def program_mechanics(program: Program) -> mechanics.MechanicsRules:
     """The program's rules as the engine reads them. What a card collects is the stored rules' `program_type`
-    (the settings page saves it there and on `Program.kind` alike); rules stored without one take `Program.kind`."""
-    return mechanics.mechanics_from_json({"program_type": program.kind, **program.rules})
+    (the settings page saves it there and on `Program.kind` alike); rules stored without one take `Program.kind`.
+
+    Read once per distinct stored rules: every purchase prices with them, and reading (validating) the JSON
+    costs more than the pricing. The key is the rules' text, so any change is a new entry.
+    """
+    return _mechanics_from_text(program.kind, repr(program.rules), program.rules)
+
+
+_READ_RULES: dict[tuple[str, str], mechanics.MechanicsRules] = {}
+_READ_RULES_KEPT = 256
+
+
+def _mechanics_from_text(kind: str, text: str, rules: Mapping[str, Any]) -> mechanics.MechanicsRules:
+    key = (kind, text)
+    found = _READ_RULES.get(key)
+    if found is None:
+        found = mechanics.mechanics_from_json({"program_type": kind, **rules})
+        if len(_READ_RULES) >= _READ_RULES_KEPT:
+            _READ_RULES.clear()
+        _READ_RULES[key] = found
+    return found
 
 
 def member_facts(card: Card) -> mechanics.MemberFacts:
