@@ -145,16 +145,17 @@ def load_coupons(
             unknown.append(code)
             continue
         total, by_card = counts.get(row.id, (0, 0))
-        found.append((_engine_coupon(row, card), mechanics.CouponUse(by_member=by_card, total=total)))
+        found.append((engine_coupon(row, {card.id: card.serial}), mechanics.CouponUse(by_member=by_card, total=total)))
     return CouponFacts(found=tuple(found), unknown=tuple(unknown), ids={code: row.id for code, row in rows.items()})
 
 
-def _engine_coupon(row: Coupon, card: Card) -> mechanics.Coupon:
-    # The engine ties a coupon to a card by serial and only compares it with the member's; a coupon issued to
-    # another card gets a stand-in that can never equal a serial (serials are base32, no "#").
+def engine_coupon(row: Coupon, serials: Mapping[int, str]) -> mechanics.Coupon:
+    """The coupon row as the engine takes it. The engine ties a coupon to a card by serial and only compares it
+    with the member's: a coupon issued to a card not in `serials` gets a stand-in that can never equal a serial
+    (serials are base32, no "#")."""
     assigned = None
     if row.assigned_card_id is not None:
-        assigned = card.serial if row.assigned_card_id == card.id else f"#{row.assigned_card_id}"
+        assigned = serials.get(row.assigned_card_id, f"#{row.assigned_card_id}")
     return mechanics.Coupon(
         code=row.code,
         discount=mechanics.Discount(row.discount_type, row.discount_value),  # type: ignore[arg-type]

@@ -48,7 +48,7 @@ from sqlalchemy.orm import Session
 
 from app.domain import mechanics
 from app.domain.mechanics import HistoricPurchase, MechanicsRules, SimulatedPurchase, SimulationReport
-from app.domain.mechanics_facts import effects_from_json, receipt_from_json
+from app.domain.mechanics_facts import effects_from_json, engine_coupon, receipt_from_json
 from app.models import Card, Coupon, CouponUse, Offer, Program, Purchase, Referral, Reward
 
 WINDOW_DAYS = 30
@@ -409,7 +409,7 @@ class _CouponHistory:
             .where(CouponUse.coupon_id.in_(used_in_window)).order_by(CouponUse.id)
         ).tuples():
             if coupon.id not in engine_coupons:
-                engine_coupons[coupon.id] = _engine_coupon(coupon, serials)
+                engine_coupons[coupon.id] = engine_coupon(coupon, serials)
             row = _CouponUseRow(engine_coupons[coupon.id], use.card_id, use.purchase_id, use.used_at, use.voided_at)
             by_purchase[use.purchase_id].append(row)
             by_coupon[row.coupon.code].append(row)
@@ -426,27 +426,6 @@ class _CouponHistory:
             used.append((row.coupon, mechanics.CouponUse(by_member=sum(u.card_id == card_id for u in before),
                                                          total=len(before))))
         return tuple(used)
-
-
-def _engine_coupon(row: Coupon, serials: Mapping[int, str]) -> mechanics.Coupon:
-    # As app/domain/mechanics_facts.py gives the till: a coupon issued to a card outside the window gets a
-    # stand-in that no serial equals (serials are base32, no "#").
-    assigned = None
-    if row.assigned_card_id is not None:
-        assigned = serials.get(row.assigned_card_id, f"#{row.assigned_card_id}")
-    return mechanics.Coupon(
-        code=row.code,
-        discount=mechanics.Discount(row.discount_type, row.discount_value),  # type: ignore[arg-type]
-        kind=row.kind,  # type: ignore[arg-type]
-        min_basket=row.min_basket,
-        valid_from=row.valid_from,
-        valid_until=row.valid_until,
-        per_member_limit=row.per_member_limit,
-        member_only=row.member_only,
-        assigned_card=assigned,
-        stackable=row.stackable,
-        label=row.label,
-    )
 
 
 _REWARD_LABEL = re.compile(r"(?P<name>.+) \((?P<cost>[0-9]+) points\)")
