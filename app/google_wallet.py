@@ -39,9 +39,10 @@ from app.domain.google_wallet import (
     stale_class_program_ids,
     stale_object_card_ids,
 )
+from app.domain.member_card import pass_offers
 from app.domain.rotating_codes import slot0_secret
 from app.keys import get_keys
-from app.models import Card, GoogleWalletClass, GoogleWalletObject, Program
+from app.models import Card, GoogleWalletClass, GoogleWalletObject, Program, utcnow
 from passes.google import (
     MAX_SAVE_URL_LENGTH,
     WALLET_API_URL,
@@ -166,7 +167,8 @@ def card_description(session: Session, card: Card) -> LoyaltyCard:
                                 homepage_url=f"{base}/join/{program.slug}")
     secret = slot0_secret(session, card).secret if program.rotating_codes else None
     return loyalty_card(card, card_code(session, card, get_keys()), described,
-                        card_page_url=f"{base}/c/{card.page_token}", rotating_secret=secret)
+                        card_page_url=f"{base}/c/{card.page_token}", rotating_secret=secret,
+                        offers=pass_offers(session, program, utcnow()))
 
 
 def save_link_for(session: Session, card: Card, now: dt.datetime) -> str:

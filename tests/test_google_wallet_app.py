@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 
 from app.domain.rotating_codes import rotating_code_at
 from app.google_wallet import get_google_wallet
-from app.models import Card, CardCodeSecret, GoogleWalletObject, Program
+from app.models import Card, CardCodeSecret, GoogleWalletObject, Offer, Program
 from app.wallet import PassUpdateWorker
 from passes.google import SAVE_URL_PREFIX
 from tests.conftest import ProgramKit
@@ -287,3 +287,23 @@ def test_with_the_development_key_a_live_code_card_says_google_wallet_is_not_set
     response = committed_client.get(urlsplit(member["google_save_url"]).path)
     assert response.status_code == 503 and "not set up yet" in response.text
     assert _object_row(app, member["serial"]) is None
+
+
+def test_the_object_lists_the_programs_running_offers(
+    app: Flask, committed_client: FlaskClient, committed_shop: ProgramKit, google: LocalWallet
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    with app.app_context():
+        session = app.extensions["db"].sessionmaker()
+        try:
+            session.add(Offer(program_id=committed_shop.program.id, title="Pastry week", detail="Any pastry.",
+                              discount_type="fixed", discount_value=150, min_basket=0, starts_at=None,
+                              ends_at=now + dt.timedelta(days=3), active=True))
+            session.commit()
+        finally:
+            session.close()
+    member = _enroll(committed_client, committed_shop)
+    [loyalty_object] = _save_jwt(app, committed_client, member)["payload"]["loyaltyObjects"]
+    assert_valid("LoyaltyObject", loyalty_object)
+    modules = loyalty_object["textModulesData"]
+    assert modules[0]["header"].startswith("Pastry week: 1.50") and "Any pastry." in modules[0]["body"]

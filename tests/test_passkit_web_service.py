@@ -27,7 +27,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
-from app.models import AppleDevice, ApplePush, AppleRegistration, Card
+from app.models import AppleDevice, ApplePush, AppleRegistration, Card, Offer
 from app.wallet import DEV_FILES, DEV_TEAM_ID, PassUpdateWorker, get_apple_wallet
 from tests.apns_server import LocalApns
 from tests.conftest import ProgramKit
@@ -354,3 +354,23 @@ def _verify_with_openssl(app: Flask, pkpass: bytes, tmp_path: Path) -> None:
                     "-content", str(folder / "manifest.json"), "-purpose", "any", "-CAfile", str(ca),
                     "-out", "/dev/null"], check=True, capture_output=True)
 
+
+
+def test_the_pass_lists_the_programs_running_offers(app: Flask, committed_client: FlaskClient,
+                                                    committed_shop: ProgramKit, member: Member) -> None:
+    """Member-only offers running now are on the pass (its back), with their benefit and terms; ended ones not."""
+    now = dt.datetime.now(dt.UTC)
+    with app.app_context():
+        session = app.extensions["db"].sessionmaker()
+        try:
+            for title, ends in (("Pastry week", now + dt.timedelta(days=3)), ("Last month", now)):
+                session.add(Offer(program_id=committed_shop.program.id, title=title, detail="Any pastry.",
+                                  discount_type="percent", discount_value=2000, min_basket=0,
+                                  starts_at=now - dt.timedelta(days=30), ends_at=ends, active=True))
+            session.commit()
+        finally:
+            session.close()
+    pass_json = _pass_json(committed_client.get(member.pass_url).data)
+    back = " ".join(f"{item.get('label', '')} {item['value']}" for item in pass_json["storeCard"]["backFields"])
+    assert "Pastry week: 20% off" in back and "Any pastry." in back
+    assert "Last month" not in back

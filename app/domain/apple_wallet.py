@@ -31,7 +31,7 @@ from app.models import (
     Program,
     WalletCounter,
 )
-from passes import CardPass
+from passes import CardPass, Offer
 
 TAG_COUNTER = "apple_update_tag"
 MAX_PUSH_ATTEMPTS = MAX_ATTEMPTS
@@ -55,8 +55,10 @@ class ApplePassConfig:
     development: bool
 
 
-def card_pass(card: Card, code: str, config: ApplePassConfig, card_page_url: str) -> CardPass:
-    """The frozen description `passes.build_pkpass` turns into the card's .pkpass."""
+def card_pass(card: Card, code: str, config: ApplePassConfig, card_page_url: str,
+              offers: tuple[Offer, ...] = ()) -> CardPass:
+    """The frozen description `passes.build_pkpass` turns into the card's .pkpass, with the program's running
+    member-only offers (app/domain/member_card.py pass_offers)."""
     program = card.program
     return CardPass(
         pass_type_identifier=config.pass_type_identifier,
@@ -67,6 +69,7 @@ def card_pass(card: Card, code: str, config: ApplePassConfig, card_page_url: str
         holder_name=card.customer.name,
         points=card.points,
         tier=card.tier,
+        offers=offers,
         barcode_message=code,
         barcode_alt_text=short_serial(card.serial),
         card_page_url=card_page_url,

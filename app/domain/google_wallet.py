@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from app.domain.apple_wallet import short_serial
 from app.domain.retries import MAX_ATTEMPTS, retry_delay
 from app.models import Card, GoogleWalletClass, GoogleWalletObject, Program
-from passes.google import LoyaltyCard, LoyaltyProgram, RotatingBarcode
+from passes.google import LoyaltyCard, LoyaltyProgram, Offer, RotatingBarcode
 
 MAX_SYNC_ATTEMPTS = MAX_ATTEMPTS
 SYNC_LEASE = dt.timedelta(seconds=60)
@@ -52,7 +52,7 @@ def loyalty_program(program: Program, config: GoogleWalletConfig, *, logo_url: s
 
 
 def loyalty_card(card: Card, code: str, program: LoyaltyProgram, *, card_page_url: str,
-                 rotating_secret: bytes | None) -> LoyaltyCard:
+                 rotating_secret: bytes | None, offers: tuple[Offer, ...] = ()) -> LoyaltyCard:
     """The card as Google's loyalty object describes it; with rotation on, its QR is the rotating code of slot 0."""
     rotating = None
     if rotating_secret is not None:
@@ -72,6 +72,7 @@ def loyalty_card(card: Card, code: str, program: LoyaltyProgram, *, card_page_ur
         barcode_value=code,
         barcode_alt_text=short_serial(card.serial),
         tier=card.tier,
+        offers=offers,
         card_page_url=card_page_url,
         active=card.status == "active",
         rotating=rotating,

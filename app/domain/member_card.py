@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.domain.mechanics import MechanicsRules, mechanics_from_json, percent_text
 from app.domain.money import format_amount
 from app.models import Card, Offer, Program
+from passes import Offer as PassOffer
 
 
 @dataclass(frozen=True)
@@ -126,3 +127,15 @@ def _moment(moment: dt.datetime) -> str:
         last_day = moment.date() - dt.timedelta(days=1)
         return f"the end of {last_day.day} {last_day:%B %Y} (UTC)"
     return f"{moment.day} {moment:%B %Y}, {moment:%H:%M} UTC"
+
+
+PASS_OFFERS_SHOWN = 10  # Google Wallet shows at most ten text modules; Apple's back has room, but keep them alike
+
+
+def pass_offers(session: Session, program: Program, now: dt.datetime) -> tuple[PassOffer, ...]:
+    """The running member-only offers as the wallet passes list them: title and benefit, then the terms."""
+    shown = (_shown(offer, program.currency) for offer in running_offers(session, program, now))
+    return tuple(
+        PassOffer(title=f"{offer.title}: {offer.benefit}", detail=" ".join(filter(None, (offer.detail, *offer.terms))))
+        for offer, _ in zip(shown, range(PASS_OFFERS_SHOWN), strict=False)
+    )

@@ -23,6 +23,7 @@ from app.domain.apple_wallet import (
     updated_serials,
 )
 from app.domain.cards import card_code
+from app.domain.member_card import pass_offers
 from app.keys import get_keys
 from app.models import Card, utcnow
 from app.views.till import json_body
@@ -101,7 +102,8 @@ def pkpass_response(card: Card, *, attachment: bool = True) -> Response:
     """The card's signed .pkpass, built now from the card as it is."""
     session = get_session()
     page_url = url_for("customer.card_page", token=card.page_token, _external=True)
-    description = card_pass(card, card_code(session, card, get_keys()), apple_pass_config(), page_url)
+    description = card_pass(card, card_code(session, card, get_keys()), apple_pass_config(), page_url,
+                            pass_offers(session, card.program, utcnow()))
     try:
         pkpass = build_pkpass(description, get_apple_wallet().certificates)
     except PassDescriptionError as error:
