@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from flask import Flask, current_app, request
+from flask import Flask, current_app
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
@@ -121,8 +121,7 @@ def get_apple_wallet() -> AppleWallet:
 
 def apple_pass_config() -> ApplePassConfig:
     """The pass settings for this request: the web service lives on this server's public address."""
-    base = current_app.config["PUBLIC_BASE_URL"] or request.host_url.rstrip("/")
-    return get_apple_wallet().config(base + WEB_SERVICE_PATH)
+    return get_apple_wallet().config(google_wallet.public_base_url() + WEB_SERVICE_PATH)
 
 
 def load_apple_wallet(config: dict[str, Any]) -> AppleWallet:
