@@ -508,6 +508,7 @@ def void_purchase(
         tier_after = reversal.tier_after
     purchase.status = "voided"
     purchase.voided_at = now
+    purchase.rollup_pending = True  # the analytics roll-ups take it back out (app/domain/analytics_rollups.py)
     session.flush()  # the purchase no longer counts in the card's purchase count and dates below
     note = f"Void of purchase {purchase.id}"
     session.execute(_INSERT_LEDGER, {"card_id": card.id, "kind": "void", "points": member_change.points,

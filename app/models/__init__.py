@@ -1,5 +1,15 @@
 """SQLAlchemy 2 typed models, one module per idea."""
 
+from app.models.analytics import (
+    NO_LOCATION,
+    AnalyticsState,
+    DailyCouponUses,
+    DailyEnrollments,
+    DailyPoints,
+    DailySales,
+    DailyVisits,
+    MonthlyCohorts,
+)
 from app.models.base import Base, utcnow
 from app.models.card import LEDGER_KINDS, Card, LedgerEntry, RetiredSerial
 from app.models.mechanics import Coupon, CouponBatch, CouponUse, Offer, Referral, Reward
@@ -21,6 +31,14 @@ from app.models.wallet import (
 
 __all__ = [
     "LEDGER_KINDS",
+    "NO_LOCATION",
+    "AnalyticsState",
+    "DailyCouponUses",
+    "DailyEnrollments",
+    "DailyPoints",
+    "DailySales",
+    "DailyVisits",
+    "MonthlyCohorts",
     "ApiKey",
     "AppleDevice",
     "ApplePassState",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
-from sqlalchemy import BigInteger, CheckConstraint, Enum, ForeignKey, String
+from sqlalchemy import BigInteger, CheckConstraint, Enum, ForeignKey, Index, String, text, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, BigIntId, intpk, minor_units, timestamp, utcnow
@@ -19,7 +19,12 @@ def new_pass_auth_token() -> str:
 
 class Card(Base):
     __tablename__ = "cards"
-    __table_args__ = (CheckConstraint("points >= 0", name="points_not_negative"),)
+    __table_args__ = (
+        CheckConstraint("points >= 0", name="points_not_negative"),
+        # Tier sizes and the VIP segment are counted per tier; a tier changes rarely, so this index costs the
+        # purchase path almost nothing (PostgreSQL keeps its updates HOT while the tier stays the same).
+        Index("ix_cards_program_tier", "program_id", "tier"),
+    )
 
     id: Mapped[intpk]
     program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), index=True)
@@ -78,6 +83,10 @@ class LedgerEntry(Base):
     """One change of a card's points. Rows are only ever added; a void adds its reversal."""
 
     __tablename__ = "ledger_entries"
+    __table_args__ = (
+        Index("ix_ledger_entries_rollup_pending", "card_id",
+              sqlite_where=text("rollup_pending"), postgresql_where=text("rollup_pending")),
+    )
 
     id: Mapped[intpk]
     card_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("cards.id"), index=True)
@@ -90,6 +99,8 @@ class LedgerEntry(Base):
     api_key_id: Mapped[int | None] = mapped_column(BigIntId, ForeignKey("api_keys.id"))
     note: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[timestamp]
+    # Not yet folded into the analytics roll-ups (app/models/analytics.py).
+    rollup_pending: Mapped[bool] = mapped_column(server_default=true())
 
     card: Mapped[Card] = relationship()
     staff: Mapped[Staff | None] = relationship()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy import Enum, ForeignKey, Index, String, UniqueConstraint, text, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, BigIntId, intpk, short_text, timestamp
@@ -53,6 +53,8 @@ class Customer(Base):
     __table_args__ = (
         UniqueConstraint("program_id", "email"),
         UniqueConstraint("program_id", "phone"),
+        Index("ix_customers_rollup_pending", "program_id",
+              sqlite_where=text("rollup_pending"), postgresql_where=text("rollup_pending")),
     )
 
     id: Mapped[intpk]
@@ -73,5 +75,7 @@ class Customer(Base):
     )
     location_id: Mapped[int | None] = mapped_column(BigIntId, ForeignKey("locations.id"))
     created_at: Mapped[timestamp] = mapped_column(index=True)
+    # Not yet folded into the analytics roll-ups (app/models/analytics.py).
+    rollup_pending: Mapped[bool] = mapped_column(server_default=true())
 
     program: Mapped[Program] = relationship()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy import Enum, ForeignKey, Index, String, UniqueConstraint, false, text, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, BigIntId, intpk, minor_units, timestamp
@@ -15,7 +15,12 @@ from app.models.card import Card
 class Purchase(Base):
     __tablename__ = "purchases"
     # A retried or doubled request carries the same key and so can land only once per program.
-    __table_args__ = (UniqueConstraint("program_id", "idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("program_id", "idempotency_key"),
+        # Only the few rows the analytics roll-ups have not folded in yet (app/models/analytics.py).
+        Index("ix_purchases_rollup_pending", "program_id", "card_id",
+              sqlite_where=text("rollup_pending"), postgresql_where=text("rollup_pending")),
+    )
 
     id: Mapped[intpk]
     program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"))
@@ -44,5 +49,9 @@ class Purchase(Base):
     request_fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[timestamp]
     voided_at: Mapped[dt.datetime | None]
+    # Not yet folded into the analytics roll-ups (set on insert and again by a void), and whether the roll-ups
+    # count it as committed; both only ever written by app/domain/analytics_rollups.py after insert.
+    rollup_pending: Mapped[bool] = mapped_column(server_default=true())
+    rollup_counted: Mapped[bool] = mapped_column(server_default=false())
 
     card: Mapped[Card] = relationship()

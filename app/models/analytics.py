@@ -1,0 +1,109 @@
+"""Daily roll-ups behind the manager's analytics, and the watermark of what they have folded in.
+
+A purchase, ledger entry or member is written with `rollup_pending` set (a server default, so the hot purchase
+path sends nothing more); a void sets it again. `refresh_rollups` (app/domain/analytics_rollups.py) folds the
+pending rows into these tables and clears the flag, so the dashboard reads a few thousand roll-up rows instead of
+millions of purchases. Keys never hold NULL (NULLs are never equal in a unique key), so "no location" is 0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import BigInteger, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, BigIntId
+
+# The location key of what happened at no till (the web form, referral links) and of purchases made without one.
+NO_LOCATION = 0
+
+
+class AnalyticsState(Base):
+    """One row per program: taken FOR UPDATE by a refresh, so two refreshes never fold the same rows twice."""
+
+    __tablename__ = "analytics_state"
+
+    program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), primary_key=True)
+    refreshed_at: Mapped[dt.datetime | None]
+
+
+class DailySales(Base):
+    """Committed purchases per UTC day and location: their count, basket, discounts, amount paid and points."""
+
+    __tablename__ = "daily_sales"
+
+    program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(primary_key=True)
+    location_key: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    purchases: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    discount: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_due: Mapped[int] = mapped_column(BigInteger, default=0)
+    points_earned: Mapped[int] = mapped_column(BigInteger, default=0)
+    points_redeemed: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class DailyVisits(Base):
+    """Committed purchases per UTC day, by how many days after the member's previous purchase they came
+    (`gap_days`, -1 for a first purchase) and which purchase of the member it was (`nth`: 1, 2, or 3 for any
+    later one). Distinct buyers of any range of days, first and second purchases, and churn are sums over it
+    (docs/analytics.md)."""
+
+    __tablename__ = "daily_visits"
+
+    program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(primary_key=True)
+    gap_days: Mapped[int] = mapped_column(primary_key=True)
+    nth: Mapped[int] = mapped_column(primary_key=True)
+    purchases: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class MonthlyCohorts(Base):
+    """Members of an enrollment month who made at least one committed purchase in a calendar month."""
+
+    __tablename__ = "monthly_cohorts"
+
+    program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), primary_key=True)
+    cohort_month: Mapped[dt.date] = mapped_column(primary_key=True)
+    activity_month: Mapped[dt.date] = mapped_column(primary_key=True)
+    members: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class DailyPoints(Base):
+    """Ledger entries per UTC day and kind: points added (positive entries) and taken (negative ones)."""
+
+    __tablename__ = "daily_points"
+
+    program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    points_added: Mapped[int] = mapped_column(BigInteger, default=0)
+    points_taken: Mapped[int] = mapped_column(BigInteger, default=0)
+    entries: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class DailyEnrollments(Base):
+    """Members enrolled per UTC day, channel and location."""
+
+    __tablename__ = "daily_enrollments"
+
+    program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    location_key: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    members: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class DailyCouponUses(Base):
+    """Uses of a coupon by committed purchases per UTC day: the discount it gave and what those purchases were."""
+
+    __tablename__ = "daily_coupon_uses"
+
+    program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(primary_key=True)
+    coupon_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("coupons.id"), primary_key=True)
+    uses: Mapped[int] = mapped_column(BigInteger, default=0)
+    discount: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_due: Mapped[int] = mapped_column(BigInteger, default=0)

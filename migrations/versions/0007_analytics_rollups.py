@@ -1,0 +1,164 @@
+"""analytics roll-ups: daily sales, visits, cohorts, points, enrollments and coupon uses
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-11-25 17:31:26.360313
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "analytics_state",
+        sa.Column("program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("refreshed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_analytics_state_program_id_programs")),
+        sa.PrimaryKeyConstraint("program_id", name=op.f("pk_analytics_state")),
+    )
+    op.create_table(
+        "daily_enrollments",
+        sa.Column("program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("channel", sa.String(length=16), nullable=False),
+        sa.Column("location_key", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("members", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_daily_enrollments_program_id_programs")),
+        sa.PrimaryKeyConstraint("program_id", "day", "channel", "location_key", name=op.f("pk_daily_enrollments")),
+    )
+    op.create_table(
+        "daily_points",
+        sa.Column("program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("points_added", sa.BigInteger(), nullable=False),
+        sa.Column("points_taken", sa.BigInteger(), nullable=False),
+        sa.Column("entries", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_daily_points_program_id_programs")),
+        sa.PrimaryKeyConstraint("program_id", "day", "kind", name=op.f("pk_daily_points")),
+    )
+    op.create_table(
+        "daily_sales",
+        sa.Column("program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("location_key", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("purchases", sa.BigInteger(), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("discount", sa.BigInteger(), nullable=False),
+        sa.Column("amount_due", sa.BigInteger(), nullable=False),
+        sa.Column("points_earned", sa.BigInteger(), nullable=False),
+        sa.Column("points_redeemed", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_daily_sales_program_id_programs")),
+        sa.PrimaryKeyConstraint("program_id", "day", "location_key", name=op.f("pk_daily_sales")),
+    )
+    op.create_table(
+        "daily_visits",
+        sa.Column("program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("gap_days", sa.Integer(), nullable=False),
+        sa.Column("nth", sa.Integer(), nullable=False),
+        sa.Column("purchases", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_daily_visits_program_id_programs")),
+        sa.PrimaryKeyConstraint("program_id", "day", "gap_days", "nth", name=op.f("pk_daily_visits")),
+    )
+    op.create_table(
+        "monthly_cohorts",
+        sa.Column("program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("cohort_month", sa.Date(), nullable=False),
+        sa.Column("activity_month", sa.Date(), nullable=False),
+        sa.Column("members", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_monthly_cohorts_program_id_programs")),
+        sa.PrimaryKeyConstraint("program_id", "cohort_month", "activity_month", name=op.f("pk_monthly_cohorts")),
+    )
+    op.create_table(
+        "daily_coupon_uses",
+        sa.Column("program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("coupon_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("uses", sa.BigInteger(), nullable=False),
+        sa.Column("discount", sa.BigInteger(), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("amount_due", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(["coupon_id"], ["coupons.id"], name=op.f("fk_daily_coupon_uses_coupon_id_coupons")),
+        sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_daily_coupon_uses_program_id_programs")),
+        sa.PrimaryKeyConstraint("program_id", "day", "coupon_id", name=op.f("pk_daily_coupon_uses")),
+    )
+    with op.batch_alter_table("cards", schema=None) as batch_op:
+        batch_op.create_index("ix_cards_program_tier", ["program_id", "tier"], unique=False)
+
+    with op.batch_alter_table("customers", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("rollup_pending", sa.Boolean(), server_default=sa.true(), nullable=False))
+        batch_op.create_index(
+            "ix_customers_rollup_pending",
+            ["program_id"],
+            unique=False,
+            sqlite_where=sa.text("rollup_pending"),
+            postgresql_where=sa.text("rollup_pending"),
+        )
+
+    with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("rollup_pending", sa.Boolean(), server_default=sa.true(), nullable=False))
+        batch_op.create_index(
+            "ix_ledger_entries_rollup_pending",
+            ["card_id"],
+            unique=False,
+            sqlite_where=sa.text("rollup_pending"),
+            postgresql_where=sa.text("rollup_pending"),
+        )
+
+    with op.batch_alter_table("purchases", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("rollup_pending", sa.Boolean(), server_default=sa.true(), nullable=False))
+        batch_op.add_column(sa.Column("rollup_counted", sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.create_index(
+            "ix_purchases_rollup_pending",
+            ["program_id", "card_id"],
+            unique=False,
+            sqlite_where=sa.text("rollup_pending"),
+            postgresql_where=sa.text("rollup_pending"),
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("purchases", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_purchases_rollup_pending",
+            sqlite_where=sa.text("rollup_pending"),
+            postgresql_where=sa.text("rollup_pending"),
+        )
+        batch_op.drop_column("rollup_counted")
+        batch_op.drop_column("rollup_pending")
+
+    with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_ledger_entries_rollup_pending",
+            sqlite_where=sa.text("rollup_pending"),
+            postgresql_where=sa.text("rollup_pending"),
+        )
+        batch_op.drop_column("rollup_pending")
+
+    with op.batch_alter_table("customers", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_customers_rollup_pending",
+            sqlite_where=sa.text("rollup_pending"),
+            postgresql_where=sa.text("rollup_pending"),
+        )
+        batch_op.drop_column("rollup_pending")
+
+    with op.batch_alter_table("cards", schema=None) as batch_op:
+        batch_op.drop_index("ix_cards_program_tier")
+
+    op.drop_table("daily_coupon_uses")
+    op.drop_table("monthly_cohorts")
+    op.drop_table("daily_visits")
+    op.drop_table("daily_sales")
+    op.drop_table("daily_points")
+    op.drop_table("daily_enrollments")
+    op.drop_table("analytics_state")
