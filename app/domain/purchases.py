@@ -62,7 +62,7 @@ from app.domain.mechanics_facts import (
 from app.domain.money import currency_exponent, format_amount, parse_amount
 from app.domain.pass_changes import note_card_changed
 from app.domain.rules import rules_from_json, tier_for
-from app.models import Base, Card, Program, Purchase
+from app.models import ROLLUP_SETTLED, ROLLUP_VOIDED_COUNTED, ROLLUP_VOIDED_NEW, Base, Card, Program, Purchase
 from app.models.base import UtcDateTime
 
 MAX_REDEEM_POINTS = 10**9
@@ -508,7 +508,8 @@ def void_purchase(
         tier_after = reversal.tier_after
     purchase.status = "voided"
     purchase.voided_at = now
-    purchase.rollup_pending = True  # the analytics roll-ups take it back out (app/domain/analytics_rollups.py)
+    # The analytics roll-ups take it back out if they had counted it (app/domain/analytics_rollups.py).
+    purchase.rollup_state = ROLLUP_VOIDED_COUNTED if purchase.rollup_state == ROLLUP_SETTLED else ROLLUP_VOIDED_NEW
     session.flush()  # the purchase no longer counts in the card's purchase count and dates below
     note = f"Void of purchase {purchase.id}"
     session.execute(_INSERT_LEDGER, {"card_id": card.id, "kind": "void", "points": member_change.points,

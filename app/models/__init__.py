@@ -2,6 +2,10 @@
 
 from app.models.analytics import (
     NO_LOCATION,
+    ROLLUP_NEW,
+    ROLLUP_SETTLED,
+    ROLLUP_VOIDED_COUNTED,
+    ROLLUP_VOIDED_NEW,
     AnalyticsState,
     DailyCouponUses,
     DailyEnrollments,
@@ -13,6 +17,7 @@ from app.models.analytics import (
 from app.models.base import Base, utcnow
 from app.models.card import LEDGER_KINDS, Card, LedgerEntry, RetiredSerial
 from app.models.mechanics import Coupon, CouponBatch, CouponUse, Offer, Referral, Reward
+from app.models.nps import NpsAsk, NpsEmail, NpsResponse
 from app.models.people import ApiKey, Customer, Staff
 from app.models.program import Location, Program, SigningKey
 from app.models.purchase import Purchase
@@ -32,6 +37,10 @@ from app.models.wallet import (
 __all__ = [
     "LEDGER_KINDS",
     "NO_LOCATION",
+    "ROLLUP_NEW",
+    "ROLLUP_SETTLED",
+    "ROLLUP_VOIDED_COUNTED",
+    "ROLLUP_VOIDED_NEW",
     "AnalyticsState",
     "DailyCouponUses",
     "DailyEnrollments",
@@ -54,6 +63,9 @@ __all__ = [
     "GoogleWalletClass",
     "GoogleWalletObject",
     "LedgerEntry",
+    "NpsAsk",
+    "NpsEmail",
+    "NpsResponse",
     "Location",
     "Offer",
     "Program",

@@ -1,9 +1,12 @@
 """Daily roll-ups behind the manager's analytics, and the watermark of what they have folded in.
 
-A purchase, ledger entry or member is written with `rollup_pending` set (a server default, so the hot purchase
-path sends nothing more); a void sets it again. `refresh_rollups` (app/domain/analytics_rollups.py) folds the
-pending rows into these tables and clears the flag, so the dashboard reads a few thousand roll-up rows instead of
-millions of purchases. Keys never hold NULL (NULLs are never equal in a unique key), so "no location" is 0.
+A purchase, ledger entry or member is written with `rollup_state` ROLLUP_NEW (a server default, so the hot
+purchase path sends nothing more); a void moves a purchase to ROLLUP_VOIDED_COUNTED or ROLLUP_VOIDED_NEW.
+`refresh_rollups` (app/domain/analytics_rollups.py) claims those rows by negating their state (so rows written
+meanwhile are left for the next refresh, whatever the isolation level), folds them into these tables and settles
+them at ROLLUP_SETTLED. The dashboard then reads a few thousand roll-up rows instead of millions of purchases.
+Bulk loaders insert rows already settled and call `rebuild_rollups`. Keys never hold NULL (NULLs are never
+equal in a unique key), so "no location" is 0.
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ from sqlalchemy import BigInteger, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, BigIntId
+
+ROLLUP_SETTLED = 0  # folded in: counted if committed, not counted if voided
+ROLLUP_NEW = 1  # written since the last refresh
+ROLLUP_VOIDED_COUNTED = 2  # a purchase voided after a refresh counted it: to be taken back out
+ROLLUP_VOIDED_NEW = 3  # a purchase voided before any refresh saw it: nothing to take out
 
 # The location key of what happened at no till (the web form, referral links) and of purchases made without one.
 NO_LOCATION = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
-from sqlalchemy import BigInteger, CheckConstraint, Enum, ForeignKey, Index, String, text, true
+from sqlalchemy import BigInteger, CheckConstraint, Enum, ForeignKey, Index, SmallInteger, String, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, BigIntId, intpk, minor_units, timestamp, utcnow
@@ -85,7 +85,7 @@ class LedgerEntry(Base):
     __tablename__ = "ledger_entries"
     __table_args__ = (
         Index("ix_ledger_entries_rollup_pending", "card_id",
-              sqlite_where=text("rollup_pending"), postgresql_where=text("rollup_pending")),
+              sqlite_where=text("rollup_state <> 0"), postgresql_where=text("rollup_state <> 0")),
     )
 
     id: Mapped[intpk]
@@ -99,8 +99,8 @@ class LedgerEntry(Base):
     api_key_id: Mapped[int | None] = mapped_column(BigIntId, ForeignKey("api_keys.id"))
     note: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[timestamp]
-    # Not yet folded into the analytics roll-ups (app/models/analytics.py).
-    rollup_pending: Mapped[bool] = mapped_column(server_default=true())
+    # New (1), being folded in (-1) or folded into the analytics roll-ups (0): app/models/analytics.py.
+    rollup_state: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
 
     card: Mapped[Card] = relationship()
     staff: Mapped[Staff | None] = relationship()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Enum, ForeignKey, Index, String, UniqueConstraint, text, true
+from sqlalchemy import Enum, ForeignKey, Index, SmallInteger, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, BigIntId, intpk, short_text, timestamp
@@ -54,7 +54,7 @@ class Customer(Base):
         UniqueConstraint("program_id", "email"),
         UniqueConstraint("program_id", "phone"),
         Index("ix_customers_rollup_pending", "program_id",
-              sqlite_where=text("rollup_pending"), postgresql_where=text("rollup_pending")),
+              sqlite_where=text("rollup_state <> 0"), postgresql_where=text("rollup_state <> 0")),
     )
 
     id: Mapped[intpk]
@@ -75,7 +75,7 @@ class Customer(Base):
     )
     location_id: Mapped[int | None] = mapped_column(BigIntId, ForeignKey("locations.id"))
     created_at: Mapped[timestamp] = mapped_column(index=True)
-    # Not yet folded into the analytics roll-ups (app/models/analytics.py).
-    rollup_pending: Mapped[bool] = mapped_column(server_default=true())
+    # New (1), being folded in (-1) or folded into the analytics roll-ups (0): app/models/analytics.py.
+    rollup_state: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
 
     program: Mapped[Program] = relationship()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, Index, String, UniqueConstraint, false, text, true
+from sqlalchemy import Enum, ForeignKey, Index, SmallInteger, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, BigIntId, intpk, minor_units, timestamp
@@ -19,7 +19,7 @@ class Purchase(Base):
         UniqueConstraint("program_id", "idempotency_key"),
         # Only the few rows the analytics roll-ups have not folded in yet (app/models/analytics.py).
         Index("ix_purchases_rollup_pending", "program_id", "card_id",
-              sqlite_where=text("rollup_pending"), postgresql_where=text("rollup_pending")),
+              sqlite_where=text("rollup_state <> 0"), postgresql_where=text("rollup_state <> 0")),
     )
 
     id: Mapped[intpk]
@@ -49,9 +49,9 @@ class Purchase(Base):
     request_fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[timestamp]
     voided_at: Mapped[dt.datetime | None]
-    # Not yet folded into the analytics roll-ups (set on insert and again by a void), and whether the roll-ups
-    # count it as committed; both only ever written by app/domain/analytics_rollups.py after insert.
-    rollup_pending: Mapped[bool] = mapped_column(server_default=true())
-    rollup_counted: Mapped[bool] = mapped_column(server_default=false())
+    # Where the analytics roll-ups stand with this purchase (ROLLUP_* in app/models/analytics.py): new and not
+    # folded in yet (the server default, so the purchase path sends nothing more), voided after or before it was
+    # folded in, or settled.
+    rollup_state: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
 
     card: Mapped[Card] = relationship()

@@ -95,34 +95,33 @@ def upgrade() -> None:
         batch_op.create_index("ix_cards_program_tier", ["program_id", "tier"], unique=False)
 
     with op.batch_alter_table("customers", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("rollup_pending", sa.Boolean(), server_default=sa.true(), nullable=False))
+        batch_op.add_column(sa.Column("rollup_state", sa.SmallInteger(), server_default=sa.text("1"), nullable=False))
         batch_op.create_index(
             "ix_customers_rollup_pending",
             ["program_id"],
             unique=False,
-            sqlite_where=sa.text("rollup_pending"),
-            postgresql_where=sa.text("rollup_pending"),
+            sqlite_where=sa.text("rollup_state <> 0"),
+            postgresql_where=sa.text("rollup_state <> 0"),
         )
 
     with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("rollup_pending", sa.Boolean(), server_default=sa.true(), nullable=False))
+        batch_op.add_column(sa.Column("rollup_state", sa.SmallInteger(), server_default=sa.text("1"), nullable=False))
         batch_op.create_index(
             "ix_ledger_entries_rollup_pending",
             ["card_id"],
             unique=False,
-            sqlite_where=sa.text("rollup_pending"),
-            postgresql_where=sa.text("rollup_pending"),
+            sqlite_where=sa.text("rollup_state <> 0"),
+            postgresql_where=sa.text("rollup_state <> 0"),
         )
 
     with op.batch_alter_table("purchases", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("rollup_pending", sa.Boolean(), server_default=sa.true(), nullable=False))
-        batch_op.add_column(sa.Column("rollup_counted", sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.add_column(sa.Column("rollup_state", sa.SmallInteger(), server_default=sa.text("1"), nullable=False))
         batch_op.create_index(
             "ix_purchases_rollup_pending",
             ["program_id", "card_id"],
             unique=False,
-            sqlite_where=sa.text("rollup_pending"),
-            postgresql_where=sa.text("rollup_pending"),
+            sqlite_where=sa.text("rollup_state <> 0"),
+            postgresql_where=sa.text("rollup_state <> 0"),
         )
 
 
@@ -130,27 +129,26 @@ def downgrade() -> None:
     with op.batch_alter_table("purchases", schema=None) as batch_op:
         batch_op.drop_index(
             "ix_purchases_rollup_pending",
-            sqlite_where=sa.text("rollup_pending"),
-            postgresql_where=sa.text("rollup_pending"),
+            sqlite_where=sa.text("rollup_state <> 0"),
+            postgresql_where=sa.text("rollup_state <> 0"),
         )
-        batch_op.drop_column("rollup_counted")
-        batch_op.drop_column("rollup_pending")
+        batch_op.drop_column("rollup_state")
 
     with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
         batch_op.drop_index(
             "ix_ledger_entries_rollup_pending",
-            sqlite_where=sa.text("rollup_pending"),
-            postgresql_where=sa.text("rollup_pending"),
+            sqlite_where=sa.text("rollup_state <> 0"),
+            postgresql_where=sa.text("rollup_state <> 0"),
         )
-        batch_op.drop_column("rollup_pending")
+        batch_op.drop_column("rollup_state")
 
     with op.batch_alter_table("customers", schema=None) as batch_op:
         batch_op.drop_index(
             "ix_customers_rollup_pending",
-            sqlite_where=sa.text("rollup_pending"),
-            postgresql_where=sa.text("rollup_pending"),
+            sqlite_where=sa.text("rollup_state <> 0"),
+            postgresql_where=sa.text("rollup_state <> 0"),
         )
-        batch_op.drop_column("rollup_pending")
+        batch_op.drop_column("rollup_state")
 
     with op.batch_alter_table("cards", schema=None) as batch_op:
         batch_op.drop_index("ix_cards_program_tier")
