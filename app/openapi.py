@@ -284,6 +284,47 @@ _SCHEMAS: dict[str, Any] = {
             }}},
         },
     },
+    "StatsSummary": {
+        "type": "object",
+        "description": "Each figure is defined in docs/analytics.md. Shares are fractions (0.25 = 25 %), null "
+                       "when there is nothing to divide by; money is a decimal string in `currency`.",
+        "required": ["from", "to", "currency", "purchases", "revenue", "buyers", "purchase_frequency",
+                     "repeat_purchase_rate", "churn", "points", "segments", "tiers"],
+        "properties": {
+            "from": {"type": "string", "format": "date"},
+            "to": {"type": "string", "format": "date"},
+            "currency": {"type": "string"},
+            "purchases": {"type": "integer"},
+            "revenue": {"type": "string"},
+            "discounts": {"type": "string"},
+            "average_check": {"type": "object", "properties": {
+                "before_discounts": {"type": ["string", "null"]},
+                "after_discounts": {"type": ["string", "null"]},
+            }},
+            "buyers": {"type": "integer"},
+            "new_buyers": {"type": "integer"},
+            "returning_buyers": {"type": "integer"},
+            "purchase_frequency": {"type": ["number", "null"]},
+            "repeat_purchase_rate": {"type": ["number", "null"]},
+            "churn": {"type": "object", "properties": {
+                "days": {"type": "integer"}, "churned": {"type": "integer"}, "rate": {"type": ["number", "null"]},
+            }},
+            "points": {"type": "object", "properties": {
+                "issued": {"type": "integer"}, "redeemed": {"type": "integer"}, "removed": {"type": "integer"},
+                "redemption_rate": {"type": ["number", "null"]}, "outstanding": {"type": "integer"},
+                "liability": {"type": "string"},
+            }},
+            "enrollments": {"type": "integer"},
+            "members": {"type": "integer"},
+            "tiers": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "segments": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "referrals": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "coupons": {"type": "array", "items": {"type": "object", "properties": {
+                "code": {"type": "string"}, "uses": {"type": "integer"}, "discount": {"type": "string"},
+                "revenue": {"type": "string"},
+            }}},
+        },
+    },
 }
 
 
@@ -356,6 +397,17 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [{"name": "period", "in": "query",
                                 "schema": {"type": "string", "enum": ["day", "week", "month"]}}],
                 "responses": {"200": _json(_ref("EnrollmentStats"), "Counts"), **_problems(401, 422)},
+            }},
+            "/stats/summary": {"get": {
+                "summary": "The program's key figures over a range of days",
+                "description": "Sales, average check, buyers, purchase frequency, repeat purchase rate, churn, "
+                               "points and liability, segments, tiers, referrals and coupons, as on the "
+                               "manager's dashboard. The range is the last 90 days to today unless given.",
+                "parameters": [
+                    {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}},
+                    {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"}},
+                ],
+                "responses": {"200": _json(_ref("StatsSummary"), "Figures"), **_problems(401, 422)},
             }},
         },
     }

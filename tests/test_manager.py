@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.charts import label_step, nice_scale, stacked_bar_chart
+from app.domain.analytics import bucket_start
 from app.domain.dashboard import (
     OTHER_LOCATIONS,
     DailyEnrollments,
@@ -79,8 +80,14 @@ def _post_form(client: FlaskClient, path: str, data: dict[str, str], form_page: 
 
 # --- reading the pages ---------------------------------------------------------------------------------------
 
-def _kpis(html: str) -> dict[str, int]:
-    return {name: int(value) for name, value in re.findall(r'data-kpi="(\w+)" data-value="(-?\d+)"', html)}
+GLANCE = {"members", "active_members", "purchases_in_window", "purchases", "revenue_in_window", "revenue",
+          "points_issued", "points_redeemed", "points_outstanding"}
+
+
+def _kpis(html: str, names: set[str] = GLANCE) -> dict[str, int]:
+    """The figures shown, by name (the "At a glance" ones unless `names` says otherwise)."""
+    found = {name: int(value) for name, value in re.findall(r'data-kpi="(\w+)" data-value="(-?\d+)"', html)}
+    return {name: value for name, value in found.items() if name in names}
 
 
 def _bars(html: str, chart_id: str, dimension: str) -> Counter[tuple[str, str]]:
@@ -202,25 +209,29 @@ def test_charts_show_the_counts_the_database_holds(client: FlaskClient, make_pro
                            .values(created_at=utcnow() - dt.timedelta(days=days_ago)))
     db_session.commit()
 
-    page = manager_client(kit).get("/manager").text
     rows = db_session.execute(
         select(Customer.created_at, Customer.channel, Customer.location_id).where(Customer.program_id == kit.program.id)
     ).all()
     names = {kit.location.id: "High Street", station.id: "Station <Kiosk>", None: "Online"}
     today = utcnow().date()
-    for days in (30, 90):
+    manager = manager_client(kit)
+    totals = {}
+    # 30 days are drawn per day, 90 per week (from Monday), a year per month.
+    for days, bucket in ((30, "day"), (90, "week"), (365, "month")):
         first_day = today - dt.timedelta(days=days - 1)
+        page = manager.get(f"/manager?from={first_day.isoformat()}&to={today.isoformat()}").text
         in_window = [r for r in rows if r.created_at.date() >= first_day]
-        by_channel = Counter((r.created_at.date().isoformat(), r.channel) for r in in_window)
-        by_location = Counter((r.created_at.date().isoformat(), names[r.location_id]) for r in in_window)
-        assert _bars(page, f"enrollments-{days}-channel", "channel") == by_channel
-        shown = _bars(page, f"enrollments-{days}-location", "location")
+        by_channel = Counter((bucket_start(r.created_at.date(), bucket).isoformat(), r.channel) for r in in_window)
+        by_location = Counter((bucket_start(r.created_at.date(), bucket).isoformat(), names[r.location_id])
+                              for r in in_window)
+        assert _bars(page, "enrollments-channel", "channel") == by_channel
+        shown = _bars(page, "enrollments-location", "location")
         assert Counter({(day, name.replace("&lt;", "<").replace("&gt;", ">")): n
                         for (day, name), n in shown.items()}) == by_location
-    assert sum(_bars(page, "enrollments-30-channel", "channel").values()) == 6
-    assert sum(_bars(page, "enrollments-90-channel", "channel").values()) == 7
-    assert "Station &lt;Kiosk&gt;" in page and "Station <Kiosk>" not in page
-    assert re.search(r'<svg class="chart-svg"[^>]*role="img" aria-labelledby="enrollments-30-channel-title', page)
+        totals[days] = sum(by_channel.values())
+        assert "Station &lt;Kiosk&gt;" in page and "Station <Kiosk>" not in page
+        assert re.search(r'<svg class="chart-svg"[^>]*role="img" aria-labelledby="enrollments-channel-title', page)
+    assert totals == {30: 6, 90: 7, 365: 8}
 
 
 @pytest.mark.parametrize("period", ["day", "week", "month"])

@@ -30,7 +30,7 @@ def test_document_is_valid_openapi(document: dict[str, Any]) -> None:
     validate(document)
     assert set(document["paths"]) == {
         "/enrollments", "/scans", "/purchases/quote", "/purchases", "/purchases/{id}/void", "/cards/{serial}",
-        "/stats/enrollments",
+        "/stats/enrollments", "/stats/summary",
     }
 
 
@@ -47,6 +47,7 @@ def test_answers_match_their_schemas(client: FlaskClient, document: dict[str, An
     _check(document, "Void", client.post(f"/api/v1/purchases/{purchase['id']}/void", headers=kit.headers).json)
     _check(document, "CardDetail", client.get(f"/api/v1/cards/{member['serial']}", headers=kit.headers).json)
     _check(document, "EnrollmentStats", client.get("/api/v1/stats/enrollments", headers=kit.headers).json)
+    _check(document, "StatsSummary", client.get("/api/v1/stats/summary", headers=kit.headers).json)
     refused = client.post("/api/v1/scans", json={"code": "NOPE"}, headers=kit.headers)
     _check(document, "Problem", refused.json)
     # The schema is strict enough to catch a wrong answer.

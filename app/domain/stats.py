@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.domain.dashboard import daily_enrollments
+from app.domain.analytics import EPOCH_RANGE_START, DateRange, enrollments
 from app.models import Program
 
 PERIODS = ("day", "week", "month")
@@ -26,22 +26,24 @@ def period_start(moment: dt.datetime | dt.date, period: str) -> dt.date:
     raise ValueError(f"unknown period {period!r}")
 
 
-def enrollment_counts(session: Session, program: Program, period: str) -> dict[str, Any]:
+def enrollment_counts(session: Session, program: Program, period: str, today: dt.date) -> dict[str, Any]:
     """Enrollments per period, in total, by channel and by location name (oldest period first).
 
-    The database counts per UTC day (one row per day, channel and location, however many members); the days
-    are then folded into weeks or months here, which is the same on every engine.
+    Read from the daily enrollment roll-up (one row per day, channel and location, however many members); the
+    days are then folded into weeks or months here, which is the same on every engine.
     """
     if period not in PERIODS:
         raise ValueError(f"unknown period {period!r}")
     totals: Counter[dt.date] = Counter()
     by_channel: Counter[tuple[dt.date, str]] = Counter()
     by_location: Counter[tuple[dt.date, str]] = Counter()
-    for row in daily_enrollments(session, program, since=None, online="online"):
-        start = period_start(row.day, period)
-        totals[start] += row.count
-        by_channel[start, row.channel] += row.count
-        by_location[start, row.location] += row.count
+    daily = enrollments(session, program, DateRange(EPOCH_RANGE_START, today), bucket="day", online="online")
+    for (day, channel), count in daily.by_channel.items():
+        start = period_start(day, period)
+        totals[start] += count
+        by_channel[start, channel] += count
+    for (day, location), count in daily.by_location.items():
+        by_location[period_start(day, period), location] += count
     return {
         "period": period,
         "total": sum(totals.values()),

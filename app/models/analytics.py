@@ -2,9 +2,9 @@
 
 A purchase, ledger entry or member is written with `rollup_state` ROLLUP_NEW (a server default, so the hot
 purchase path sends nothing more); a void moves a purchase to ROLLUP_VOIDED_COUNTED or ROLLUP_VOIDED_NEW.
-`refresh_rollups` (app/domain/analytics_rollups.py) claims those rows by negating their state (so rows written
-meanwhile are left for the next refresh, whatever the isolation level), folds them into these tables and settles
-them at ROLLUP_SETTLED. The dashboard then reads a few thousand roll-up rows instead of millions of purchases.
+`refresh_rollups` (app/domain/analytics_rollups.py) folds the rows that are not settled into these tables and
+settles them at ROLLUP_SETTLED. The dashboard then reads a few thousand roll-up rows instead of millions of
+purchases.
 Bulk loaders insert rows already settled and call `rebuild_rollups`. Keys never hold NULL (NULLs are never
 equal in a unique key), so "no location" is 0.
 """
@@ -53,16 +53,17 @@ class DailySales(Base):
 
 
 class DailyVisits(Base):
-    """Committed purchases per UTC day, by how many days after the member's previous purchase they came
-    (`gap_days`, -1 for a first purchase) and which purchase of the member it was (`nth`: 1, 2, or 3 for any
-    later one). Distinct buyers of any range of days, first and second purchases, and churn are sums over it
+    """Committed purchases per UTC day, by the day of the member's previous purchase (`prev_day`; for a first
+    purchase, the day they enrolled) and which purchase of the member it was (`nth`: 1, 2, or 3 for any later
+    one). A member's first purchase within a range of days is the one whose previous purchase falls before the
+    range, so distinct buyers of any range, first and second purchases and churn are sums over this table
     (docs/analytics.md)."""
 
     __tablename__ = "daily_visits"
 
     program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), primary_key=True)
     day: Mapped[dt.date] = mapped_column(primary_key=True)
-    gap_days: Mapped[int] = mapped_column(primary_key=True)
+    prev_day: Mapped[dt.date] = mapped_column(primary_key=True)
     nth: Mapped[int] = mapped_column(primary_key=True)
     purchases: Mapped[int] = mapped_column(BigInteger, default=0)
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, jsonify, request, url_for
 from sqlalchemy import select
 
+from app.analytics import fresh_rollups
 from app.db import begin_reading, get_session
+from app.domain.analytics import parse_range
+from app.domain.analytics_report import build_report, summary_json
 from app.domain.cards import card_code, get_card
 from app.domain.enrollment import parse_enrollment
 from app.domain.errors import AlreadyEnrolled, ValidationError
@@ -18,7 +21,7 @@ from app.domain.programs import authenticate_api_key
 from app.domain.purchases import Actor
 from app.domain.stats import PERIODS, enrollment_counts
 from app.keys import get_keys
-from app.models import ApiKey, LedgerEntry, Program
+from app.models import ApiKey, LedgerEntry, Program, utcnow
 from app.openapi import openapi_document
 from app.views import till
 from app.views.customer import enroll_and_commit
@@ -132,4 +135,17 @@ def enrollment_stats():  # type: ignore[no-untyped-def]
     period = request.args.get("period", "day")
     if period not in PERIODS:
         raise ValidationError(f"period must be one of {', '.join(PERIODS)}.", field="period")
-    return jsonify(enrollment_counts(get_session(), g.program, period))
+    session = get_session()
+    fresh_rollups(g.program.id, reader=session)
+    return jsonify(enrollment_counts(session, g.program, period, today=utcnow().date()))
+
+
+@bp.get("/stats/summary")
+def summary_stats():  # type: ignore[no-untyped-def]
+    """The program's key figures over a range of days (`from`, `to`: YYYY-MM-DD; the last 90 days by default),
+    as defined in docs/analytics.md."""
+    now = utcnow()
+    rng = parse_range(request.args.get("from"), request.args.get("to"), today=now.date())
+    session = get_session()
+    fresh_rollups(g.program.id, reader=session)
+    return jsonify(summary_json(build_report(session, g.program, rng, now)))

@@ -11,10 +11,12 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
+from app.analytics import fresh_rollups
 from app.auth import current_staff, staff_required
-from app.charts import stacked_bar_chart
 from app.db import get_session
-from app.domain.dashboard import CHANNEL_LABELS, WINDOWS, build_dashboard, display_money
+from app.domain.analytics import default_range, parse_range
+from app.domain.analytics_report import DATASETS, build_report, dataset_rows
+from app.domain.dashboard import display_money, latest_enrollments
 from app.domain.errors import Conflict, ValidationError
 from app.domain.mechanics_facts import program_mechanics
 from app.domain.pass_look import (
@@ -44,6 +46,7 @@ from app.domain.settings import (
 )
 from app.domain.simulation import WINDOW_DAYS, RulesPreview, preview_rule_change
 from app.models import Program, Staff, utcnow
+from app.views.dashboard_page import csv_response, template_context
 
 bp = Blueprint("manager", __name__, url_prefix="/manager")
 
@@ -60,29 +63,50 @@ def _manager() -> Staff:
 
 @bp.get("")
 @staff_required("manager")
-def dashboard() -> str:
-    """Enrollments per day by channel and location, the program's key figures and its newest members."""
-    session = get_session()  # a GET: read-only, so on SQLite the aggregates take no write lock
+def dashboard() -> tuple[str, int]:
+    """The program's figures over a range of days (the last 90 by default): sales, enrollments, retention and
+    churn, points, members by segment and tier, coupons, referrals, NPS, and the newest members."""
+    session = get_session()  # a GET: read-only, so on SQLite the figures take no write lock
     program = _manager().program
-    board = build_dashboard(session, program, now=utcnow())
-    charts = {
-        days: [
-            stacked_bar_chart(board.by_channel(days), chart_id=f"enrollments-{days}-channel", dimension="channel",
-                              title=f"Enrollments per day, last {days} days, by channel", labels=CHANNEL_LABELS),
-            stacked_bar_chart(board.by_location(days), chart_id=f"enrollments-{days}-location",
-                              dimension="location", title=f"Enrollments per day, last {days} days, by location"),
-        ]
-        for days in WINDOWS
-    }
-    return render_template(
+    now = utcnow()
+    error: ValidationError | None = None
+    try:
+        rng = parse_range(request.args.get("from"), request.args.get("to"), today=now.date())
+    except ValidationError as refused:
+        error, rng = refused, default_range(now.date())
+    fresh_rollups(program.id, reader=session)
+    report = build_report(session, program, rng, now)
+    page = render_template(
         "manager.html",
         program=program,
-        board=board,
-        charts=charts,
-        money=lambda minor: display_money(minor, program.currency),
-        channel_labels=CHANNEL_LABELS,
+        latest=latest_enrollments(session, program),
+        error=error,
+        form_from=request.args.get("from", rng.start.isoformat())[:10] if error else rng.start.isoformat(),
+        form_to=request.args.get("to", rng.end.isoformat())[:10] if error else rng.end.isoformat(),
         join_url=url_for("customer.join", slug=program.slug, _external=True),
+        **template_context(report),
     )
+    return page, 400 if error else 200
+
+
+@bp.get("/analytics/<name>.csv")
+@staff_required("manager")
+def analytics_csv(name: str) -> Response | tuple[str, int, dict[str, str]]:
+    """One chart's or table's data over the range the dashboard showed, as a CSV download."""
+    if name not in DATASETS:
+        known = ", ".join(DATASETS)
+        return f"There is no {name!r} download; there are: {known}.\n", 404, {"Content-Type": "text/plain"}
+    session = get_session()
+    program = _manager().program
+    now = utcnow()
+    try:
+        rng = parse_range(request.args.get("from"), request.args.get("to"), today=now.date())
+    except ValidationError as refused:
+        return f"{refused}\n", 400, {"Content-Type": "text/plain; charset=utf-8"}
+    fresh_rollups(program.id, reader=session)
+    report = build_report(session, program, rng, now)
+    filename = f"{program.slug}-{name}-{rng.start.isoformat()}-to-{rng.end.isoformat()}.csv"
+    return csv_response(dataset_rows(report, name), filename)
 
 
 @bp.route("/settings", methods=["GET", "POST"])

@@ -63,11 +63,11 @@ def upgrade() -> None:
         "daily_visits",
         sa.Column("program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("day", sa.Date(), nullable=False),
-        sa.Column("gap_days", sa.Integer(), nullable=False),
+        sa.Column("prev_day", sa.Date(), nullable=False),
         sa.Column("nth", sa.Integer(), nullable=False),
         sa.Column("purchases", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_daily_visits_program_id_programs")),
-        sa.PrimaryKeyConstraint("program_id", "day", "gap_days", "nth", name=op.f("pk_daily_visits")),
+        sa.PrimaryKeyConstraint("program_id", "day", "prev_day", "nth", name=op.f("pk_daily_visits")),
     )
     op.create_table(
         "monthly_cohorts",

@@ -1,0 +1,107 @@
+"""How the manager's dashboard shows the analytics report: number formats, charts and the CSV downloads.
+
+The views in app/views/manager.py stay thin: they read the range, refresh the roll-ups, build the report and hand
+it here. Shares are exact fractions until this point; they are rounded only for people to read.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Iterator, Sequence
+from fractions import Fraction
+from typing import Any
+
+from flask import Response, stream_with_context
+from markupsafe import Markup
+
+from app.charts import stacked_bar_chart
+from app.domain import analytics as a
+from app.domain.analytics_report import CHANNEL_LABELS, SEGMENT_LABELS, Report
+from app.domain.dashboard import StackedSeries, display_money
+
+PRESETS = (("Last 30 days", 30), ("Last 90 days", 90), ("Last 12 months", 365))
+HEAT_STEPS = 10
+
+
+def percent(share: Fraction | None) -> str:
+    return "–" if share is None else f"{float(share) * 100:.1f} %"
+
+
+def heat(share: Fraction | None) -> int:
+    """A colour step 0..10 for a cohort cell (CSS classes heat-0 .. heat-10; the CSP allows no inline styles)."""
+    return 0 if share is None else min(HEAT_STEPS, round(float(share) * HEAT_STEPS))
+
+
+def _series(starts: Sequence[dt.date], names: Sequence[str], counts: dict[tuple[dt.date, str], int]) -> StackedSeries:
+    return StackedSeries(days=tuple(starts), series=tuple(names), counts=counts)
+
+
+def charts(report: Report) -> dict[str, Markup]:
+    bucket = {"day": "day", "week": "week", "month": "month"}[report.range.bucket]
+    enrollments = report.enrollments
+    sales = _series(
+        [point.start for point in report.sales_series], ["purchases"],
+        {(point.start, "purchases"): point.purchases for point in report.sales_series},
+    )
+    return {
+        "sales": stacked_bar_chart(sales, chart_id="sales", dimension="series", unit="purchases",
+                                   title=f"Purchases per {bucket}", labels={"purchases": "Purchases"}),
+        "channel": stacked_bar_chart(
+            _series(enrollments.starts, enrollments.channels, enrollments.by_channel),
+            chart_id="enrollments-channel", dimension="channel", labels=CHANNEL_LABELS,
+            title=f"Enrollments per {bucket}, by channel"),
+        "location": stacked_bar_chart(
+            _series(enrollments.starts, enrollments.locations, enrollments.by_location),
+            chart_id="enrollments-location", dimension="location",
+            title=f"Enrollments per {bucket}, by location"),
+    }
+
+
+def template_context(report: Report) -> dict[str, Any]:
+    """What manager.html needs besides the report: formatters and the range form's presets."""
+    currency = report.currency
+
+    def money(minor: int) -> str:
+        return display_money(minor, currency)
+
+    def money_or_dash(value: Fraction | None) -> str:
+        return "–" if value is None else display_money(round(value), currency)
+
+    today = report.today
+    presets = [(label, {"from": (today - dt.timedelta(days=days - 1)).isoformat(), "to": today.isoformat()})
+               for label, days in PRESETS]
+    return {
+        "report": report,
+        "charts": charts(report),
+        "money": money,
+        "money_or_dash": money_or_dash,
+        "round_or_none": lambda value: None if value is None else round(value),
+        "decimal_or_none": lambda value: None if value is None else f"{float(value):.4f}",
+        "number_or_dash": lambda value: "–" if value is None else f"{float(value):.2f}",
+        "percent": percent,
+        "ratio": a.ratio,
+        "heat": heat,
+        "presets": presets,
+        "cohort_months": a.COHORT_MONTHS,
+        "segment_labels": SEGMENT_LABELS,
+        "channel_labels": CHANNEL_LABELS,
+    }
+
+
+def csv_response(rows: Sequence[Sequence[Any]], filename: str) -> Response:
+    """A CSV download, written row by row as it is sent."""
+
+    def generate() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        for row in rows:
+            writer.writerow(row)
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+
+    response = Response(stream_with_context(generate()), mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
