@@ -8,12 +8,17 @@ take SQLite's write lock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.db import begin_reading, get_db
-from app.domain.analytics_rollups import has_pending, refresh_isolation, refresh_rollups
+from app.domain.analytics_rollups import has_pending, rebuild_rollups, refresh_isolation, refresh_rollups
 from app.models import utcnow
+
+T = TypeVar("T")
 
 ATTEMPTS = 3
 # PostgreSQL's "could not serialize access" and "deadlock detected": the refresh met a concurrent change.
@@ -38,14 +43,25 @@ def fresh_rollups(program_id: int, reader: Session | None = None) -> bool:
         begin_reading(probe)
         if not has_pending(probe, program_id):
             return False
-    folded = _refresh_in_own_transaction(program_id)
+    folded = _in_own_transaction(lambda session: refresh_rollups(session, program_id, utcnow()))
     if reader is not None and reader.in_transaction():
         reader.commit()
         begin_reading(reader)
     return folded
 
 
-def _refresh_in_own_transaction(program_id: int) -> bool:
+def rebuild(program_id: int) -> None:
+    """Recompute the program's roll-ups from all of its rows, in a transaction of its own."""
+    database = get_db()
+    if database.pinned_session is not None:
+        rebuild_rollups(database.pinned_session, program_id, utcnow())
+        database.pinned_session.commit()
+        return
+    _in_own_transaction(lambda session: rebuild_rollups(session, program_id, utcnow()))
+
+
+def _in_own_transaction(work: Callable[[Session], T]) -> T:
+    """Run `work` in a transaction that sees one snapshot, retried when PostgreSQL cannot serialize it."""
     database = get_db()
     for attempt in range(1, ATTEMPTS + 1):
         with database.sessionmaker() as session:
@@ -53,9 +69,9 @@ def _refresh_in_own_transaction(program_id: int) -> bool:
             if isolation:
                 session.connection(execution_options={"isolation_level": isolation})
             try:
-                folded = refresh_rollups(session, program_id, utcnow())
+                result = work(session)
                 session.commit()
-                return folded
+                return result
             except OperationalError as error:
                 session.rollback()
                 if getattr(error.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS:

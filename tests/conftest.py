@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import secrets
 import socket
 import threading
@@ -39,7 +40,7 @@ from app.db import Database  # noqa: E402
 from app.domain.programs import create_api_key, create_location, create_program, create_staff  # noqa: E402
 from app.keys import get_keys  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
-from app.models import Location, Program, RateLimitWindow  # noqa: E402
+from app.models import Location, Program, RateLimitWindow, Staff  # noqa: E402
 
 TEST_RULES: dict[str, Any] = {
     "earn": {"points_per_unit": "1", "rounding": "down"},
@@ -175,6 +176,34 @@ def make_program(app: Flask, db_session: Session) -> Callable[..., ProgramKit]:
         with app.app_context():
             return build_program(db_session, app, **kwargs)
     return make
+
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture()
+def staff_of(db_session: Session):  # type: ignore[no-untyped-def]
+    """staff_of(kit, role="manager") -> a new member of staff of that program (password PASSWORD)."""
+    def make(kit, role: str = "manager", email: str | None = None) -> Staff:  # type: ignore[no-untyped-def]
+        staff = create_staff(db_session, kit.program, email=email or f"{role}-{kit.program.slug}@example.com",
+                             role=role, password=PASSWORD)
+        db_session.commit()
+        return staff
+    return make
+
+
+@pytest.fixture()
+def manager_client(client: FlaskClient, staff_of):  # type: ignore[no-untyped-def]
+    """manager_client(kit) -> the test client, signed in as a new manager of that program."""
+    def sign_in_as_manager(kit) -> FlaskClient:  # type: ignore[no-untyped-def]
+        login = client.get("/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', login.text)
+        assert token, "the sign-in page carries a CSRF token"
+        response = client.post("/login", data={"csrf_token": token.group(1), "email": staff_of(kit).email,
+                                                "password": PASSWORD})
+        assert response.status_code == 303, response.text
+        return client
+    return sign_in_as_manager
 
 
 @pytest.fixture()

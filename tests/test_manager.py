@@ -30,14 +30,12 @@ from app.domain.dashboard import (
 )
 from app.domain.enrollment import EnrollmentRequest, enroll_customer
 from app.domain.errors import ValidationError
-from app.domain.programs import create_location, create_staff
+from app.domain.programs import create_location
 from app.domain.rules import ProgramRules, Tier, rules_from_json
 from app.domain.settings import rules_form_values, rules_from_form
 from app.domain.stats import period_start
 from app.models import Card, Customer, Program, Purchase, Staff, utcnow
-
-PASSWORD = "correct horse battery"
-
+from tests.conftest import PASSWORD
 
 # --- signing in ------------------------------------------------------------------------------------------------
 
@@ -51,27 +49,6 @@ def _csrf(client: FlaskClient, path: str = "/login") -> str:
 
 def _sign_in(client: FlaskClient, email: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
     return client.post("/login", data={"csrf_token": _csrf(client), "email": email, "password": password})
-
-
-@pytest.fixture()
-def staff_of(db_session: Session):  # type: ignore[no-untyped-def]
-    """staff_of(kit, role="manager") -> a new member of staff of that program (password PASSWORD)."""
-    def make(kit, role: str = "manager", email: str | None = None) -> Staff:  # type: ignore[no-untyped-def]
-        staff = create_staff(db_session, kit.program, email=email or f"{role}-{kit.program.slug}@example.com",
-                             role=role, password=PASSWORD)
-        db_session.commit()
-        return staff
-    return make
-
-
-@pytest.fixture()
-def manager_client(client: FlaskClient, staff_of):  # type: ignore[no-untyped-def]
-    """manager_client(kit) -> the test client, signed in as a new manager of that program."""
-    def sign_in(kit) -> FlaskClient:  # type: ignore[no-untyped-def]
-        response = _sign_in(client, staff_of(kit).email)
-        assert response.status_code == 303, response.text
-        return client
-    return sign_in
 
 
 def _post_form(client: FlaskClient, path: str, data: dict[str, str], form_page: str | None = None):  # type: ignore[no-untyped-def]

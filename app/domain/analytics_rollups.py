@@ -112,7 +112,8 @@ def refresh_rollups(session: Session, program_id: int, now: dt.datetime) -> bool
 def rebuild_rollups(session: Session, program_id: int, now: dt.datetime | None = None) -> None:
     """Recompute all of one program's roll-ups from its purchases, ledger and members, and settle every row.
 
-    For bulk loads and repairs; the caller commits. Nothing else may write the program meanwhile.
+    For bulk loads and repairs; run it like a refresh (`refresh_isolation`), and the caller commits. Rows written
+    meanwhile are outside its snapshot and stay unsettled for the next refresh.
     """
     _take_program(session, program_id, now)
     for table in ROLLUP_TABLES:

@@ -313,7 +313,7 @@ def commit_purchase(
     }
     purchase_id: int = session.execute(_INSERT_PURCHASE, values).scalar_one()
     referrer = priced.referral.referrer if priced.referral else None
-    ledger_rows = _purchase_ledger_rows(priced, card, referrer, purchase_id, actor)
+    ledger_rows = _purchase_ledger_rows(priced, card, referrer, purchase_id, actor, now)
     if ledger_rows:
         session.execute(_INSERT_LEDGER, ledger_rows)
     session.execute(_UPDATE_CARD_AFTER_PURCHASE, {
@@ -338,9 +338,10 @@ def commit_purchase(
 
 
 def _purchase_ledger_rows(
-    priced: PricedPurchase, card: Card, referrer: Card | None, purchase_id: int, actor: Actor
+    priced: PricedPurchase, card: Card, referrer: Card | None, purchase_id: int, actor: Actor, now: dt.datetime
 ) -> list[dict[str, Any]]:
-    """The purchase's ledger rows: points redeemed, the reward's cost, points earned, referral bonuses in points."""
+    """The purchase's ledger rows: points redeemed, the reward's cost, points earned, referral bonuses in points,
+    all at the purchase's own time (the analytics count them on its day)."""
     quote = priced.quote
     reward_note = f"Reward: {priced.reward.name}"[:200] if priced.reward else ""
     entries: list[tuple[int, str, int, str]] = [
@@ -355,7 +356,7 @@ def _purchase_ledger_rows(
             entries.append((to_card.id, "bonus", bonus.amount, bonus.label[:200]))
     return [
         {"card_id": card_id, "kind": kind, "points": points, "purchase_id": purchase_id,
-         "staff_id": actor.staff_id, "api_key_id": actor.api_key_id, "note": note}
+         "staff_id": actor.staff_id, "api_key_id": actor.api_key_id, "note": note, "created_at": now}
         for card_id, kind, points, note in entries
         if points
     ]
@@ -514,7 +515,7 @@ def void_purchase(
     note = f"Void of purchase {purchase.id}"
     session.execute(_INSERT_LEDGER, {"card_id": card.id, "kind": "void", "points": member_change.points,
                                   "purchase_id": purchase.id, "staff_id": actor.staff_id,
-                                  "api_key_id": actor.api_key_id, "note": note})
+                                  "api_key_id": actor.api_key_id, "note": note, "created_at": now})
     session.execute(_UPDATE_CARD_AFTER_VOID, {
         "card_id": card.id, "points_delta": member_change.points, "cashback_delta": member_change.cashback,
         "stamps_delta": member_change.stamps, "vouchers_delta": member_change.vouchers,
@@ -525,7 +526,7 @@ def void_purchase(
         if referrer_change.points:
             session.execute(_INSERT_LEDGER, {"card_id": referrer.id, "kind": "void", "points": referrer_change.points,
                                           "purchase_id": purchase.id, "staff_id": actor.staff_id,
-                                          "api_key_id": actor.api_key_id,
+                                          "api_key_id": actor.api_key_id, "created_at": now,
                                           "note": f"{note}: the referral bonus it paid"})
         session.execute(_ADJUST_CARD, {
             "card_id": referrer.id, "points_delta": referrer_change.points,
@@ -749,7 +750,7 @@ def _price(
     rules = program_mechanics(program)
     referral = load_referral(session, rules, card, lock=lock)
     coupons = load_coupons(session, program, card, request.coupon_codes, lock=lock)
-    offers = load_offers(session, program, request.offer_ids)
+    offers = load_offers(session, program, request.offer_ids, card=card, now=now)
     reward = load_reward(session, program, request.reward_id)
     quote = mechanics.quote(
         rules,
