@@ -38,7 +38,7 @@ from app.domain.enrollment import EnrollmentRequest, enroll_customer
 from app.domain.programs import create_location
 from app.domain.purchases import Actor, PurchaseRequest, commit_purchase, void_purchase
 from app.keys import get_keys
-from app.models import Card, Coupon, Customer, LedgerEntry, utcnow
+from app.models import Card, Coupon, Customer, LedgerEntry, NpsResponse, utcnow
 from tests.conftest import TEST_RULES, ProgramKit
 
 RULES = {**TEST_RULES, "segments": {"vip_tier": "Silver"}}
@@ -106,6 +106,9 @@ def shop(app: Flask, make_program, db_session: Session) -> Shop:
             purchases[f"{name}-{days_ago}"] = result.purchase.id
         void_purchase(db_session, program, purchases["B-2"], Actor(location_id=kit.location.id),
                       now=_noon(today, 1))
+    for name, days_ago, score, comment in (("A", 3, 10, None), ("C", 7, 6, "Queue too long"), ("B", 40, 8, None)):
+        db_session.add(NpsResponse(program_id=program.id, card_id=cards[name].id, score=score, comment=comment,
+                                   channel="card_page", created_at=_noon(today, days_ago)))
     db_session.commit()
     return Shop(app, kit, today, cards, purchases)
 
@@ -167,6 +170,9 @@ def test_each_figure_of_the_last_30_days_matches_the_hand_computation(shop: Shop
     assert report.enrollments.by_location == {
         (shop.today - dt.timedelta(days=10), "Station"): 1, (shop.today - dt.timedelta(days=5), "Online"): 1}
     assert len(report.enrollments.starts) == len(days) == 30
+    # NPS: A 10 (promoter) and C 6 (detractor) in the range, B's 8 before it: 50 % - 50 % = 0.
+    assert (report.nps_overall.responses, report.nps_overall.nps) == (2, 0)
+    assert [(c.score, c.comment) for c in report.nps_comments] == [(6, "Queue too long")]
     g = report.glance
     assert (g.members, g.active_members, g.purchases, g.purchases_in_window) == (5, 2, 6, 4)
     assert (g.revenue, g.revenue_in_window) == (100_00 + 47_50 + 18_00 + 30_00 + 54_00 + 40_00, 159_50)
@@ -253,7 +259,7 @@ def test_the_dashboard_shows_the_figures_and_each_csv_holds_them(shop: Shop, man
     links = set(re.findall(r'href="(/manager/analytics/[\w-]+\.csv\?[^"]+)"', page.text))
     names = {re.search(r"/analytics/([\w-]+)\.csv", link).group(1) for link in links}  # type: ignore[union-attr]
     assert names == {"summary", "sales", "enrollments-by-channel", "enrollments-by-location", "cohorts", "churn",
-                     "points", "coupons", "referrals", "tiers", "segments"}
+                     "points", "coupons", "referrals", "tiers", "segments", "nps", "nps-comments"}
     for link in links:
         download = client.get(link.replace("&amp;", "&"))
         assert download.status_code == 200 and download.mimetype == "text/csv"
@@ -290,6 +296,7 @@ def test_the_stats_api_gives_the_same_figures(client: FlaskClient, shop: Shop) -
     assert body["tiers"] == {"Silver": 1, "Gold": 0, "No tier": 4}
     assert body["coupons"] == [{"code": "SPRING10", "uses": 1, "discount": "6.00", "revenue": "54.00"}]
     assert body["members"] == 5 and body["enrollments"] == 2
+    assert body["nps"] == {"score": 0, "answers": 2, "promoters": 1, "passives": 0, "detractors": 1}
 
 
 @pytest.mark.parametrize(("query", "field", "message"), [

@@ -9,7 +9,9 @@ keyboard-wedge scanner; `#card-summary` shows the card; `#amount`, `#quote-butto
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
 import secrets
 from collections import Counter, defaultdict
@@ -251,6 +253,13 @@ def test_the_manager_sees_the_enrollments_the_database_holds(
     sign_in(page, live_server, shop.manager.email, shop.manager.password)
 
     assert page.url == f"{live_server}/manager"
+    # The default range (90 days) draws weeks; the manager picks the last 30 days, which draws days.
+    today = now.date()
+    page.fill("input[name=from]", (today - dt.timedelta(days=29)).isoformat())
+    page.fill("input[name=to]", today.isoformat())
+    page.click("form.range-form button[type=submit]")
+    page.wait_for_load_state("load")
+    assert f"from={(today - dt.timedelta(days=29)).isoformat()}" in page.url
     bars = page.eval_on_selector_all(
         "svg [data-day][data-channel][data-count]",
         """bars => bars.map(bar => [[...document.querySelectorAll("svg")].indexOf(bar.closest("svg")),
@@ -262,6 +271,14 @@ def test_the_manager_sees_the_enrollments_the_database_holds(
     assert charts, "no enrollment chart with data-day, data-channel and data-count bars"
     for counts in charts.values():
         assert +counts == expected  # unary + drops the zero bars of quiet days
+    # The chart's data downloads as CSV from the link beside it: the same counts, one row per day.
+    with page.expect_download() as download_info:
+        page.click("a[data-csv='enrollments-by-channel']")
+    rows = list(csv.reader(io.StringIO(Path(download_info.value.path()).read_text())))
+    header, *days = rows
+    downloaded = Counter({(day, channel): int(count) for day, *counts in days
+                          for channel, count in zip(header[1:-1], counts[:-1], strict=True) if int(count)})
+    assert downloaded == expected and len(days) == 30
     guard.assert_same_origin()
     guard.assert_scripts_only_from_self()
     guard.assert_no_errors()

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.domain import analytics as a
 from app.domain.money import format_amount
+from app.domain.nps import NpsComment, NpsFigures, NpsMonth, nps_by_month, nps_comments, nps_overall_of
 from app.domain.segments import SegmentSettings, program_segment_settings
 from app.models import Program
 
@@ -58,6 +59,9 @@ class Report:
     enrollments: a.EnrollmentSeries
     segments: a.SegmentCounts
     segment_settings: SegmentSettings
+    nps_months: list[NpsMonth]
+    nps_overall: NpsFigures
+    nps_comments: list[NpsComment]
 
     @property
     def currency(self) -> str:
@@ -68,6 +72,7 @@ def build_report(session: Session, program: Program, rng: a.DateRange, now: dt.d
     """All of the dashboard's figures for `rng`, as of `now` (the roll-ups must be fresh)."""
     today = now.astimezone(dt.UTC).date()
     settings = program_segment_settings(program)
+    nps_months = nps_by_month(session, program, rng.start, rng.end)
     return Report(
         program=program,
         range=rng,
@@ -85,6 +90,9 @@ def build_report(session: Session, program: Program, rng: a.DateRange, now: dt.d
         enrollments=a.enrollments(session, program, rng),
         segments=a.segment_counts(session, program, settings, today),
         segment_settings=settings,
+        nps_months=nps_months,
+        nps_overall=nps_overall_of(nps_months),
+        nps_comments=nps_comments(session, program, rng.start, rng.end),
     )
 
 
@@ -146,6 +154,8 @@ def _summary(report: Report) -> list[list[Any]]:
         ["redemption_rate", _share(p.redemption_rate), "points redeemed per point issued"],
         ["points_outstanding", p.outstanding, "points"],
         ["points_liability", _money(report, p.liability), report.currency],
+        ["nps", "" if report.nps_overall.nps is None else report.nps_overall.nps, "promoters % - detractors %"],
+        ["nps_answers", report.nps_overall.responses, "answers"],
     ]
     return rows
 
@@ -214,6 +224,19 @@ def _tiers(report: Report) -> list[list[Any]]:
     return [["tier", "members"], *([row.name, row.members] for row in report.tiers)]
 
 
+def _nps(report: Report) -> list[list[Any]]:
+    table: list[list[Any]] = [["month", "answers", "promoters", "passives", "detractors", "nps"]]
+    for row in report.nps_months:
+        table.append([row.month.strftime("%Y-%m"), row.responses, row.promoters, row.passives, row.detractors,
+                      "" if row.nps is None else row.nps])
+    return table
+
+
+def _nps_comments(report: Report) -> list[list[Any]]:
+    return [["day", "score", "comment"],
+            *([item.day.isoformat(), item.score, item.comment] for item in report.nps_comments)]
+
+
 def _segments(report: Report) -> list[list[Any]]:
     return [["segment", "members"], *([name, count] for name, count in report.segments.counts.items())]
 
@@ -230,6 +253,8 @@ DATASETS: dict[str, Callable[[Report], list[list[Any]]]] = {
     "referrals": _referrals,
     "tiers": _tiers,
     "segments": _segments,
+    "nps": _nps,
+    "nps-comments": _nps_comments,
 }
 
 
@@ -270,6 +295,9 @@ def summary_json(report: Report) -> dict[str, Any]:
         "members": report.glance.members,
         "tiers": {row.name: row.members for row in report.tiers},
         "segments": dict(report.segments.counts),
+        "nps": {"score": report.nps_overall.nps, "answers": report.nps_overall.responses,
+                "promoters": report.nps_overall.promoters, "passives": report.nps_overall.passives,
+                "detractors": report.nps_overall.detractors},
         "referrals": {"referred": report.referrals.referred, "purchased": report.referrals.purchased,
                       "rewarded": report.referrals.rewarded},
         "coupons": [{"code": row.code, "uses": row.uses, "discount": _money(report, row.discount),

@@ -45,7 +45,16 @@ def charts(report: Report) -> dict[str, Markup]:
         [point.start for point in report.sales_series], ["purchases"],
         {(point.start, "purchases"): point.purchases for point in report.sales_series},
     )
+    nps = _series(
+        [row.month for row in report.nps_months], ["promoters", "passives", "detractors"],
+        {(row.month, name): getattr(row, name) for row in report.nps_months
+         for name in ("promoters", "passives", "detractors")},
+    )
     return {
+        "nps": stacked_bar_chart(nps, chart_id="nps", dimension="answer", unit="answers",
+                                 title="NPS answers per month",
+                                 labels={"promoters": "Promoters (9–10)", "passives": "Passives (7–8)",
+                                         "detractors": "Detractors (0–6)"}),
         "sales": stacked_bar_chart(sales, chart_id="sales", dimension="series", unit="purchases",
                                    title=f"Purchases per {bucket}", labels={"purchases": "Purchases"}),
         "channel": stacked_bar_chart(
@@ -87,6 +96,9 @@ def template_context(report: Report) -> dict[str, Any]:
         "cohort_months": a.COHORT_MONTHS,
         "segment_labels": SEGMENT_LABELS,
         "channel_labels": CHANNEL_LABELS,
+        "nps_months": report.nps_months,
+        "nps_overall": report.nps_overall,
+        "nps_comments": report.nps_comments,
     }
 
 
