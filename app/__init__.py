@@ -29,6 +29,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.url_map.converters["id"] = DatabaseIdConverter
     from app.views import api, apple_wallet, cashier, customer, google_wallet, manager, manager_offers, public
     from app.views import auth as auth_views
+    from app.views import manager_exports as export_views
 
     db.init_app(app)
     keys.init_app(app)
@@ -46,6 +47,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(cashier.api_bp)
     app.register_blueprint(manager.bp)
     app.register_blueprint(manager_offers.bp)
+    app.register_blueprint(export_views.bp)
     app.register_blueprint(apple_wallet.bp)
     app.register_blueprint(google_wallet.bp)
     if app.config["BENCH_REFERENCE_ENDPOINT"]:

@@ -168,7 +168,7 @@ def card_description(session: Session, card: Card) -> LoyaltyCard:
     secret = slot0_secret(session, card).secret if program.rotating_codes else None
     return loyalty_card(card, card_code(session, card, get_keys()), described,
                         card_page_url=f"{base}/c/{card.page_token}", rotating_secret=secret,
-                        offers=pass_offers(session, program, utcnow()))
+                        offers=pass_offers(session, card, utcnow()))
 
 
 def save_link_for(session: Session, card: Card, now: dt.datetime) -> str:

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import smtplib
+from collections.abc import Mapping
 from datetime import date, timedelta
 from email.message import EmailMessage
 
 from flask import current_app
 
 
-def send_mail(to: str, subject: str, body: str) -> None:
+def send_mail(to: str, subject: str, body: str, headers: Mapping[str, str] | None = None) -> None:
+    """Send a plain-text email; `headers` adds more (List-Unsubscribe, from app/unsubscribe_links.py)."""
     config = current_app.config
     message = EmailMessage()
     message["From"] = config["MAIL_FROM"]
     message["To"] = to
     message["Subject"] = subject
+    for name, value in (headers or {}).items():
+        message[name] = value
     message.set_content(body)
     if not config["MAIL_SERVER"]:
         current_app.logger.warning("MAIL_SERVER is not set; this email was not sent:\n%s", message)

@@ -23,9 +23,18 @@ def csrf_token() -> str:
     return token
 
 
+def is_one_click_unsubscribe() -> bool:
+    """Whether the request is a mail app's one-click unsubscribe (RFC 8058): a POST of "List-Unsubscribe=One-Click"."""
+    return request.method == "POST" and request.form.get("List-Unsubscribe") == "One-Click"
+
+
 def _check_csrf() -> None:
     # The JSON API and Apple's web service authenticate with tokens, not cookies, so they have nothing to forge.
     if request.method in _SAFE_METHODS or request.path.startswith(("/api/", "/wallet/")):
+        return
+    # A mail app's RFC 8058 one-click unsubscribe has no page and no session to carry a token; the secret in the
+    # link it POSTs to is the credential, and all it can do is stop that one customer's marketing email.
+    if request.endpoint == "customer.unsubscribe" and is_one_click_unsubscribe():
         return
     # Forms send the token as a field; the pages' scripts send it in a header, as fetch() has no form.
     sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")

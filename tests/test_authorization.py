@@ -16,9 +16,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.domain.consent import unsubscribe_token
 from app.domain.coupons import create_batch, create_coupon, create_offer, create_reward
 from app.domain.programs import create_staff
 from app.models import Card, utcnow
+from app.unsubscribe_links import current_unsubscribe_key
 from app.wallet import DEV_PASS_TYPE_ID
 
 PASSWORD = "correct horse battery"
@@ -38,6 +40,7 @@ class World:
     offer_id: int = 0
     reward_id: int = 0
     referral_code: str = ""
+    unsubscribe_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,16 @@ ROUTES = [
           {"anonymous": 404, "customer": 200, "cashier": 200, "other_manager": 200, "manager": 200}),
     Route("customer.card_qr_png", "GET", lambda w: f"/c/{w.card_token}/qr.png",
           {"anonymous": 404, "customer": 200, "cashier": 200, "other_manager": 200, "manager": 200}),
+    # The NPS answer: only the card's secret link opens it; before a purchase there is nothing to answer (409).
+    Route("customer.card_nps_answer", "POST", lambda w: f"/c/{w.card_token}/nps",
+          {"anonymous": 404, "customer": 409, "cashier": 409, "other_manager": 409, "manager": 409},
+          lambda w: {"score": "9", "action": "send"}, form=True),
+    # The unsubscribe link is its own credential: whoever has it may stop that member's emails, nobody else can.
+    Route("customer.unsubscribe", "GET", lambda w: f"/u/{w.unsubscribe_token}",
+          {"anonymous": 404, "customer": 200, "cashier": 200, "other_manager": 200, "manager": 200}),
+    Route("customer.unsubscribe", "POST", lambda w: f"/u/{w.unsubscribe_token}",
+          {"anonymous": 404, "customer": 200, "cashier": 200, "other_manager": 200, "manager": 200},
+          lambda w: {}, form=True),
     # A live-code secret for one more browser: the link opens it, and this program has no live codes (409).
     Route("customer.device_secret", "POST", lambda w: f"/c/{w.card_token}/device",
           {"anonymous": 404, "customer": 409, "cashier": 409, "other_manager": 409, "manager": 409}),
@@ -120,6 +133,10 @@ ROUTES = [
           staff_only(401, 200, 404, 200)),
     Route("manager.dashboard", "GET", lambda w: "/manager", MANAGER_PAGE),
     Route("manager.analytics_csv", "GET", lambda w: "/manager/analytics/summary.csv", MANAGER_PAGE),
+    Route("manager_exports.export_page", "GET", lambda w: "/manager/export", MANAGER_PAGE),
+    Route("manager_exports.download", "GET", lambda w: "/manager/export/members.csv", MANAGER_PAGE),
+    Route("manager_exports.download", "GET", lambda w: "/manager/export/purchases.csv?from=2026-02-30",
+          staff_only(302, 403, 422, 422)),
     Route("manager.settings", "GET", lambda w: "/manager/settings", MANAGER_PAGE),
     Route("manager.settings", "POST", lambda w: "/manager/settings", staff_only(302, 403, 422, 422),
           lambda w: {"earn_points_per_unit": "not a number"}, form=True),
@@ -216,8 +233,14 @@ def test_authorization_matrix(app: Flask, client: FlaskClient, make_program, enr
     world = World(kit.program.slug, member["card_url"].rsplit("/", 1)[1], member["code"], member["serial"],
                   target.id, new_purchase, coupon.id, batch.id, offer.id, reward.id,
                   db_session.scalar(select(Card.referral_code).where(Card.serial == member["serial"])) or "")
+    with app.app_context():
+        member_token = unsubscribe_token(
+            db_session.scalar(select(Card.customer_id).where(Card.serial == member["serial"])) or 0,
+            current_unsubscribe_key())
     answers = {}
     for role in ROLES:
+        # A forged token for the anonymous visitor, the member's own link for everyone else.
+        world.unsubscribe_token = "1.AAAAAAAAAAAAAAAAAAAAAA" if role == "anonymous" else member_token
         if role == "anonymous" and route.endpoint.startswith(("customer.card", "customer.apple_pass",
                                                               "customer.device", "google_wallet.")):
             world.card_token = "not-the-link"

@@ -175,7 +175,7 @@ def test_the_wallet_tab_shows_the_saved_look(make_program, sign_in_as) -> None:
     assert [(href, label) for href, _, label in tabs] == [
         ("/manager", "Dashboard"), ("/manager/settings", "Rules"), ("/manager/wallet", "Wallet"),
         ("/manager/coupons", "Coupons"), ("/manager/offers", "Offers"), ("/manager/rewards", "Rewards"),
-        ("/manager/staff", "Staff")]
+        ("/manager/staff", "Staff"), ("/manager/export", "Export")]
     assert [label for _, current, label in tabs if current] == ["Wallet"]
     assert {k: v for k, v in _form(client).items() if k.startswith("pass_")} == DEFAULT_LOOK
     assert 'enctype="multipart/form-data"' in html and 'type="file"' in html and 'name="logo"' in html

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import and_, case, distinct, func, select, text
+from sqlalchemy import and_, case, distinct, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from app.domain.errors import ValidationError
 from app.domain.rules import rules_from_json
-from app.domain.segments import SEGMENTS, SegmentSettings
+from app.domain.segments import SEGMENTS, SegmentFacts, SegmentSettings, segment_of
 from app.models import Card, Coupon, Customer, Location, Program, Referral
 
 DEFAULT_RANGE_DAYS = 90
@@ -378,7 +378,6 @@ def coupon_performance(session: Session, program: Program, rng: DateRange) -> li
             select(Coupon.id, Coupon.code, Coupon.label).where(Coupon.id.in_(figures))
         ).tuples()
     }
-    # Single-use codes of one batch would each be a row of one use; a batch is shown as one line.
     result = [CouponPerformance(names[coupon_id][0], names[coupon_id][1], *values)
               for coupon_id, values in figures.items()]
     return sorted(result, key=lambda row: (-row.uses, row.code))
@@ -497,10 +496,12 @@ class SegmentCounts:
 
 
 def segment_counts(session: Session, program: Program, settings: SegmentSettings, today: dt.date) -> SegmentCounts:
-    """Members per named segment today (docs/segments.md), from the roll-ups and the tier index.
+    """Members per named segment today (docs/segments.md), from the roll-ups and two small indexes.
 
     lapsed = enrolled on or before the cutoff with no purchase after it; vip = in a VIP tier and not lapsed;
-    new = enrolled after today - new_days and neither; active = the rest.
+    new = enrolled after today - new_days and neither; active = the rest. Members whose card is revoked (lost,
+    not yet reissued) are in no segment: they are counted from the cards that are not active, a handful, and
+    taken back out.
     """
     cutoff = today - dt.timedelta(days=settings.lapsed_days)
     new_after = today - dt.timedelta(days=settings.new_days)
@@ -516,21 +517,36 @@ def segment_counts(session: Session, program: Program, settings: SegmentSettings
         " AND prev_day <= :cutoff"
     ), {"p": program.id, "cutoff": cutoff}) or 0)
     lapsed = enrolled_by_cutoff - came_back
+    seen_after = dt.datetime.combine(cutoff + dt.timedelta(days=1), dt.time(0), tzinfo=dt.UTC)
+    new_from = dt.datetime.combine(new_after + dt.timedelta(days=1), dt.time(0), tzinfo=dt.UTC)
+    not_lapsed = or_(Card.last_purchase_at >= seen_after,
+                     and_(Card.last_purchase_at.is_(None), Customer.created_at >= seen_after))
     vip = vip_new = 0
     if settings.vip_tiers:
-        seen_after = dt.datetime.combine(cutoff + dt.timedelta(days=1), dt.time(0), tzinfo=dt.UTC)
-        new_from = dt.datetime.combine(new_after + dt.timedelta(days=1), dt.time(0), tzinfo=dt.UTC)
-        is_new = Customer.created_at >= new_from
         vip_row = session.execute(
-            select(func.count(), func.coalesce(func.sum(case((is_new, 1), else_=0)), 0))
+            select(func.count(), func.coalesce(func.sum(case((Customer.created_at >= new_from, 1), else_=0)), 0))
             .select_from(Card).join(Customer, Customer.id == Card.customer_id)
-            .where(Card.program_id == program.id, Card.tier.in_(settings.vip_tiers),
-                   Card.last_purchase_at >= seen_after)
+            .where(Card.program_id == program.id, Card.tier.in_(settings.vip_tiers), not_lapsed)
         ).one()
         vip, vip_new = int(vip_row[0]), int(vip_row[1])
     new = enrolled_recently - vip_new
     counts = {"new": new, "active": members - lapsed - vip - new, "lapsed": lapsed, "vip": vip}
+    for segment in _revoked_members_segments(session, program, settings, today):
+        counts[segment] -= 1
     return SegmentCounts(today, {name: counts[name] for name in SEGMENTS})
+
+
+def _revoked_members_segments(session: Session, program: Program, settings: SegmentSettings,
+                              today: dt.date) -> list[str]:
+    """The segment each member with a revoked card would be in (read through the partial index of cards that
+    are not active, which holds only those)."""
+    rows = session.execute(
+        select(Customer.created_at, Card.last_purchase_at, Card.tier)
+        .join(Customer, Customer.id == Card.customer_id)
+        .where(Card.program_id == program.id, Card.status != "active")
+    ).tuples()
+    return [segment_of(SegmentFacts(enrolled_at=enrolled, last_purchase_at=last, tier=tier), settings, today)
+            for enrolled, last, tier in rows]
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import datetime as dt
 import io
 import re
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Literal, Protocol
@@ -34,6 +34,7 @@ from app.domain.errors import NotFound, ValidationError
 from app.domain.mechanics import Discount, normalize_code, percent_text
 from app.domain.money import currency_exponent, parse_amount
 from app.domain.pass_changes import note_program_changed
+from app.domain.segments import SEGMENT_AUDIENCES, SEGMENTS, program_segments
 from app.models import Coupon, CouponBatch, CouponUse, Offer, Program, Reward
 
 __all__ = [
@@ -162,6 +163,7 @@ class NewOffer:
     min_basket: int
     starts_at: dt.datetime | None  # None: from now
     ends_at: dt.datetime  # exclusive, like a coupon's valid_until
+    segment: str | None = None  # None: every member; else only that segment's (app/domain/segments.py)
 
 
 @dataclass(frozen=True)
@@ -234,9 +236,9 @@ def read_batch_form(form: Form, currency: str, *, today: dt.date) -> NewBatch:
     return NewBatch(label, count, replace(terms, label=label))
 
 
-def read_offer_form(form: Form, currency: str, *, today: dt.date) -> NewOffer:
-    """A member-only offer: title, detail, discount_type, discount, min_basket, starts (optional, first day) and
-    ends (required, last day)."""
+def read_offer_form(form: Form, currency: str, *, today: dt.date, segments: Sequence[str] = SEGMENTS) -> NewOffer:
+    """A member-only offer: title, detail, discount_type, discount, min_basket, starts (optional, first day),
+    ends (required, last day) and segment (blank: every member; else one of `segments`, the program's)."""
     errors: dict[str, str] = {}
     title = _text(form, "title")
     if not title:
@@ -250,9 +252,15 @@ def read_offer_form(form: Form, currency: str, *, today: dt.date) -> NewOffer:
     min_basket = _amount(_text(form, "min_basket"), currency, "min_basket", "The minimum basket", errors,
                          zero_ok=True)
     starts_at, ends_at = _read_window(form, "starts", "ends", today, errors, end_required=True)
+    segment = _text(form, "segment") or None
+    if segment is not None and segment not in segments:
+        if segment == "vip" and segment in SEGMENTS:
+            errors["segment"] = "The program has no tiers, so it has no VIP members: choose another group."
+        else:
+            errors["segment"] = "Choose who gets the offer: everyone, or one group of members from the list."
     _raise_if(errors)
     assert discount is not None and min_basket is not None and ends_at is not None
-    return NewOffer(title, detail, discount, min_basket, starts_at, ends_at)
+    return NewOffer(title, detail, discount, min_basket, starts_at, ends_at, segment)
 
 
 def read_reward_form(form: Form, currency: str) -> NewReward:
@@ -344,10 +352,10 @@ def batch_code(random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> st
 
 def create_offer(session: Session, program: Program, form: Form, *, now: dt.datetime) -> Offer:
     """A member-only offer from the form. Every pass of the program shows it, so they are all republished."""
-    new = read_offer_form(form, program.currency, today=now.date())
+    new = read_offer_form(form, program.currency, today=now.date(), segments=program_segments(program))
     offer = Offer(program_id=program.id, title=new.title, detail=new.detail, discount_type=new.discount.kind,
                   discount_value=new.discount.value, min_basket=new.min_basket, starts_at=new.starts_at,
-                  ends_at=new.ends_at, created_at=now)
+                  ends_at=new.ends_at, segment=new.segment, created_at=now)
     session.add(offer)
     _offers_changed(session, program)
     return offer
@@ -611,6 +619,8 @@ def offer_terms(offer: Offer, currency: str) -> str:
     window = window_text(offer.starts_at, offer.ends_at)
     if window:
         parts.append(f"{window} (UTC)")
+    if offer.segment is not None:
+        parts.append(f"only for {SEGMENT_AUDIENCES[offer.segment]}")
     return ", ".join(parts)
 
 

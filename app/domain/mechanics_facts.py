@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from app.domain import mechanics
 from app.domain.errors import ValidationError
 from app.domain.money import format_amount
+from app.domain.segments import SEGMENT_AUDIENCES, card_segment
 from app.models import Card, Coupon, CouponUse, Offer, Program, Referral, Reward
 
 
@@ -176,17 +177,24 @@ def engine_coupon(row: Coupon, serials: Mapping[int, str]) -> mechanics.Coupon:
 
 @dataclass(frozen=True)
 class OfferFacts:
-    """The offers chosen, in the order chosen (a repeat stays, for the engine to refuse), and the ids that are
-    not a current offer of this program (withdrawn, or never were)."""
+    """The offers chosen, in the order chosen (a repeat stays, for the engine to refuse), the ids that are
+    not a current offer of this program (withdrawn, or never were), and the offers aimed at a segment the member
+    is not in, as (title, segment)."""
 
     chosen: tuple[mechanics.Offer, ...] = ()
     unknown: tuple[int, ...] = ()
+    outside_segment: tuple[tuple[str, str], ...] = ()
 
     def notices(self) -> tuple[mechanics.Notice, ...]:
-        return tuple(
+        unknown = tuple(
             mechanics.Notice("offer_unknown", f"Offer {offer_id} is not an offer of this program, or it was "
                                               "withdrawn; scan the card again for the current offers.")
             for offer_id in self.unknown
+        )
+        return unknown + tuple(
+            mechanics.Notice("offer_not_for_segment",
+                             f"{title} is only for {SEGMENT_AUDIENCES[segment]}, and this member is not one.")
+            for title, segment in self.outside_segment
         )
 
 
@@ -196,14 +204,23 @@ _OFFERS = select(Offer).where(
 )
 
 
-def load_offers(session: Session, program: Program, offer_ids: Sequence[int]) -> OfferFacts:
+def load_offers(
+    session: Session, program: Program, offer_ids: Sequence[int], *, card: Card, now: dt.datetime
+) -> OfferFacts:
+    """The offers `offer_ids` name, for `card`'s member at `now`: an offer aimed at a segment (app/domain/
+    segments.py) the member is not in is set aside with the reason, not given to the engine."""
     if not offer_ids:
         return OfferFacts()
     rows = {row.id: row for row in session.scalars(_OFFERS, {"program_id": program.id,
                                                               "ids": sorted(set(offer_ids))})}
+    # The member's segment is judged only when an offer chosen is aimed at one.
+    member_segment = card_segment(card, now) if any(row.segment for row in rows.values()) else None
+    outside = {i for i, row in rows.items() if row.segment is not None and row.segment != member_segment}
     return OfferFacts(
-        chosen=tuple(_engine_offer(rows[i]) for i in offer_ids if i in rows),
+        chosen=tuple(_engine_offer(rows[i]) for i in offer_ids if i in rows and i not in outside),
         unknown=tuple(dict.fromkeys(i for i in offer_ids if i not in rows)),
+        outside_segment=tuple(dict.fromkeys((rows[i].title, str(rows[i].segment)) for i in offer_ids
+                                            if i in outside)),
     )
 
 
@@ -218,13 +235,16 @@ def _engine_offer(row: Offer) -> mechanics.Offer:
     )
 
 
-def running_offers(session: Session, program: Program, now: dt.datetime) -> list[Offer]:
-    """The program's offers a member may choose now, soonest ending first: what the till shows after a scan."""
+def running_offers(session: Session, program: Program, now: dt.datetime, *, card: Card) -> list[Offer]:
+    """The program's offers `card`'s member may choose now (those for everyone and those aimed at the member's
+    segment), soonest ending first: what the till shows after a scan."""
+    segment = card_segment(card, now)
     return list(session.scalars(
         select(Offer)
         .where(Offer.program_id == program.id, Offer.active.is_(True),
                (Offer.starts_at.is_(None)) | (Offer.starts_at <= now),
-               (Offer.ends_at.is_(None)) | (Offer.ends_at > now))
+               (Offer.ends_at.is_(None)) | (Offer.ends_at > now),
+               (Offer.segment.is_(None)) | (Offer.segment == segment))
         .order_by(Offer.ends_at.is_(None), Offer.ends_at, Offer.id)
     ))
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.domain.mechanics import MechanicsRules, mechanics_from_json, percent_text
 from app.domain.money import format_amount
+from app.domain.segments import card_segment
 from app.models import Card, Offer, Program
 from passes import Offer as PassOffer
 
@@ -62,13 +63,20 @@ def member_card(session: Session, card: Card, now: dt.datetime) -> MemberCard:
         show_points=rules.program_type == "points" or card.points > 0,
         stamps=stamps,
         cashback=_money(card.cashback, program.currency) if rules.program_type == "cashback" else None,
-        offers=tuple(_shown(offer, program.currency) for offer in running_offers(session, program, now)),
+        offers=tuple(_shown(offer, program.currency)
+                     for offer in running_offers(session, program, now, segment=card_segment(card, now))),
         referral_rewards=_referral_rewards(rules, program.currency),
     )
 
 
-def running_offers(session: Session, program: Program, now: dt.datetime) -> list[Offer]:
-    """The program's active member-only offers that have started and not ended at `now` (end exclusive)."""
+def running_offers(session: Session, program: Program, now: dt.datetime, *, segment: str | None = None
+                   ) -> list[Offer]:
+    """The program's active member-only offers that have started and not ended at `now` (end exclusive).
+
+    With `segment` (a member's, app/domain/segments.py), only those for everyone and those aimed at it; without,
+    every running offer, whoever it is aimed at (`Offer.segment` says).
+    """
+    aimed = [or_(Offer.segment.is_(None), Offer.segment == segment)] if segment is not None else []
     return list(session.scalars(
         select(Offer)
         .where(
@@ -76,12 +84,15 @@ def running_offers(session: Session, program: Program, now: dt.datetime) -> list
             Offer.active.is_(True),
             or_(Offer.starts_at.is_(None), Offer.starts_at <= now),
             or_(Offer.ends_at.is_(None), Offer.ends_at > now),
+            *aimed,
         )
         .order_by(Offer.ends_at.is_(None), Offer.ends_at, Offer.id)
     ))
 
 
 def _shown(offer: Offer, currency: str) -> OfferShown:
+    """The offer in words. One aimed at a segment says nothing of it: "for lapsed members" is no way to greet
+    anyone, and only members of the segment see it."""
     if offer.discount_type == "percent":
         benefit = f"{percent_text(offer.discount_value)} off"
     else:
@@ -132,9 +143,12 @@ def _moment(moment: dt.datetime) -> str:
 PASS_OFFERS_SHOWN = 10  # Google Wallet shows at most ten text modules; Apple's back has room, but keep them alike
 
 
-def pass_offers(session: Session, program: Program, now: dt.datetime) -> tuple[PassOffer, ...]:
-    """The running member-only offers as the wallet passes list them: title and benefit, then the terms."""
-    shown = (_shown(offer, program.currency) for offer in running_offers(session, program, now))
+def pass_offers(session: Session, card: Card, now: dt.datetime) -> tuple[PassOffer, ...]:
+    """The running member-only offers `card`'s pass lists (those for everyone and for the member's segment at
+    `now`): title and benefit, then the terms."""
+    program = card.program
+    shown = (_shown(offer, program.currency)
+             for offer in running_offers(session, program, now, segment=card_segment(card, now)))
     return tuple(
         PassOffer(title=f"{offer.title}: {offer.benefit}", detail=" ".join(filter(None, (offer.detail, *offer.terms))))
         for offer, _ in zip(shown, range(PASS_OFFERS_SHOWN), strict=False)

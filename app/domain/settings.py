@@ -24,8 +24,10 @@ from sqlalchemy.orm import Session
 from app.domain.errors import ValidationError
 from app.domain.mechanics import PROGRAM_TYPES, MechanicsRules, mechanics_from_json
 from app.domain.money import currency_exponent, format_amount, parse_amount
+from app.domain.nps import DEFAULT_INTERVAL_DAYS, nps_settings
 from app.domain.programs import update_program_rules
 from app.domain.rules import ROUNDING_MODES, ProgramRules, rules_from_json
+from app.domain.segments import DEFAULT_LAPSED_DAYS, DEFAULT_NEW_DAYS, MAX_SEGMENT_DAYS, segment_settings
 from app.models import Card, Program
 
 ROUNDING_LABELS = {"down": "Round down", "half_up": "Round to nearest (half up)", "up": "Round up"}
@@ -380,6 +382,112 @@ def _percent_value(basis_points: int) -> str:
     return _plain_decimal(Decimal(basis_points) / 100)
 
 
+# --- Segments and NPS: who counts as new, lapsed or VIP, and how often members are asked the NPS question -------
+
+ENGAGEMENT_FIELDS = ("segments_new_days", "segments_lapsed_days", "segments_vip_tier", "segments_typical_basket",
+                     "nps_interval_days")
+
+
+@dataclass(frozen=True)
+class RulesPage:
+    """The whole Rules form read: the pricing rules and mechanics, and the `segments` and `nps` keys of
+    Program.rules (None when the form did not carry those fields, so the stored ones stay)."""
+
+    mechanics: MechanicsRules
+    engagement: dict[str, Any] | None
+
+
+def engagement_form_values(rules: Mapping[str, Any], currency: str) -> dict[str, str]:
+    """The Segments and NPS fields filled in from stored rules: a stored value, else the default."""
+    stored_segments, stored_nps = _section(rules, "segments"), _section(rules, "nps")
+    basket = stored_segments.get("typical_basket")
+    return {
+        "segments_new_days": str(stored_segments.get("new_days", DEFAULT_NEW_DAYS)),
+        "segments_lapsed_days": str(stored_segments.get("lapsed_days", DEFAULT_LAPSED_DAYS)),
+        "segments_vip_tier": str(stored_segments.get("vip_tier") or ""),
+        "segments_typical_basket": format_amount(basket, currency) if isinstance(basket, int) else "",
+        "nps_interval_days": str(stored_nps.get("interval_days", DEFAULT_INTERVAL_DAYS)),
+    }
+
+
+def _section(rules: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    section = rules.get(key)
+    return section if isinstance(section, Mapping) else {}
+
+
+def rules_page_from_form(
+    form: Mapping[str, str], currency: str, *, current_kind: str, stored: Mapping[str, Any]
+) -> RulesPage:
+    """Read the whole Rules form: `mechanics_from_form`'s fields and the Segments and NPS section, reporting every
+    bad field of both at once. `stored` is the program's rules now, kept for a form without the section."""
+    errors: dict[str, str] = {}
+    mechanics = None
+    try:
+        mechanics = mechanics_from_form(form, currency, current_kind=current_kind)
+    except ValidationError as error:
+        errors.update(error.extra.get("errors") or {error.field or "form": error.detail})
+    # The VIP tier is judged against the tiers as this form saves them.
+    if mechanics is not None:
+        tier_names = [tier.name for tier in mechanics.base.tiers]
+    else:
+        tier_names = [(form.get(f"tier_name_{i}") or "").strip() for i in range(MAX_TIER_ROWS)]
+    engagement = _engagement(form, stored, [name for name in tier_names if name], currency, errors)
+    _refuse_if_any(errors)
+    assert mechanics is not None
+    return RulesPage(mechanics, engagement)
+
+
+def _engagement(form: Mapping[str, str], stored: Mapping[str, Any], tier_names: list[str], currency: str,
+                errors: dict[str, str]) -> dict[str, Any] | None:
+    if not any(name in form for name in ENGAGEMENT_FIELDS):
+        # A client that only knows the other sections: keep what is stored, unless its VIP tier is gone.
+        vip = _section(stored, "segments").get("vip_tier")
+        if vip and vip not in tier_names:
+            errors["segments_vip_tier"] = (f"{vip} is the VIP tier of the member segments: keep a tier of that name, "
+                                           "or choose another VIP tier first.")
+        return None
+
+    def field(name: str) -> str:
+        return (form.get(name) or "").strip()
+
+    def days(name: str, label: str, default: int) -> int | None:
+        text = field(name)
+        return _whole_between(text, name, label, errors, 1, MAX_SEGMENT_DAYS) if text else default
+
+    new_days = days("segments_new_days", "The days a member counts as new", DEFAULT_NEW_DAYS)
+    lapsed_days = days("segments_lapsed_days", "The days without a purchase before a member lapses",
+                       DEFAULT_LAPSED_DAYS)
+    if new_days is not None and lapsed_days is not None and new_days >= lapsed_days:
+        errors["segments_new_days"] = (f"A member is new for fewer days than it takes to lapse: make this less "
+                                       f"than {lapsed_days}.")
+    vip_tier = field("segments_vip_tier") or None
+    if vip_tier is not None and vip_tier not in tier_names:
+        errors["segments_vip_tier"] = (f"{vip_tier} is not one of the tiers above: choose one of them, or "
+                                       "“The highest tier”." if tier_names else
+                                       "The program has no tiers, so there is no VIP tier to choose.")
+    basket = None
+    if field("segments_typical_basket"):
+        basket = _amount_or_zero(field("segments_typical_basket"), currency, "segments_typical_basket",
+                                 "The typical basket", errors)
+        if basket == 0:
+            errors["segments_typical_basket"] = ("The typical basket is more than zero; leave it blank to use the "
+                                                 "average purchase.")
+    interval = days("nps_interval_days", "The days between NPS questions", DEFAULT_INTERVAL_DAYS)
+    if any(key in errors for key in ENGAGEMENT_FIELDS):
+        return None
+    segments: dict[str, Any] = {"new_days": new_days, "lapsed_days": lapsed_days}
+    if vip_tier is not None:
+        segments["vip_tier"] = vip_tier
+    if basket:
+        segments["typical_basket"] = basket
+    engagement = {"segments": segments, "nps": {"interval_days": interval}}
+    # The stored form's own readers have the last word, as rules_from_json does for the core rules.
+    tiers = [{"name": name, "min_spend": index, "discount_bp": 0} for index, name in enumerate(tier_names)]
+    segment_settings({"tiers": tiers, **engagement})
+    nps_settings(engagement)
+    return engagement
+
+
 # --- Saving: the only part that touches the database -------------------------------------------------------------
 
 
@@ -437,13 +545,15 @@ def kind_change_warning(session: Session, program: Program, new_kind: str) -> st
             f"{KIND_LABELS[new_kind].lower()}, and " + "; ".join(parts) + ". Tick the box below to confirm.")
 
 
-def save_rules(session: Session, program: Program, mechanics: MechanicsRules, *, kind_change_confirmed: bool) -> None:
+def save_rules(session: Session, program: Program, mechanics: MechanicsRules, *, kind_change_confirmed: bool,
+               engagement: Mapping[str, Any] | None = None) -> None:
     """Store the manager's rules: they price the next purchase. Unknown keys of Program.rules are kept.
 
     Program.kind (what the till reads, app/domain/mechanics_facts.py) and the rules' `program_type` are written
     together, so they agree. A change of kind while cards hold balances the new kind does not earn needs
     `kind_change_confirmed`; without it this raises ValidationError (nothing written) whose `errors` explain
-    what happens to those balances and whose `confirm_kind_change` asks for the confirmation.
+    what happens to those balances and whose `confirm_kind_change` asks for the confirmation. `engagement` (the
+    `segments` and `nps` keys, from `rules_page_from_form`) replaces those keys when given.
     """
     warning = kind_change_warning(session, program, mechanics.program_type)
     if warning and not kind_change_confirmed:
@@ -451,7 +561,7 @@ def save_rules(session: Session, program: Program, mechanics: MechanicsRules, *,
                               errors={"program_kind": warning}, confirm_kind_change=True)
     update_program_rules(session, program, mechanics.base)  # tiers move cards now; passes are republished
     kept = {key: value for key, value in program.rules.items() if key not in MECHANIC_KEYS}
-    program.rules = {**kept, **mechanics.to_json()}
+    program.rules = {**kept, **mechanics.to_json(), **(engagement or {})}
     program.kind = mechanics.program_type
     session.flush()
 

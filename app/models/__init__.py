@@ -22,6 +22,7 @@ from app.models.people import ApiKey, Customer, Staff
 from app.models.program import Location, Program, SigningKey
 from app.models.purchase import Purchase
 from app.models.ratelimit import RateLimitWindow
+from app.models.reminders import CONSENT_CHANNELS, REMINDER_STATUSES, ConsentChange, Reminder
 from app.models.wallet import (
     AppleDevice,
     ApplePassState,
@@ -71,6 +72,10 @@ __all__ = [
     "Program",
     "Purchase",
     "RateLimitWindow",
+    "Reminder",
+    "REMINDER_STATUSES",
+    "CONSENT_CHANNELS",
+    "ConsentChange",
     "Referral",
     "RetiredSerial",
     "Reward",

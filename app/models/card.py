@@ -24,6 +24,9 @@ class Card(Base):
         # Tier sizes and the VIP segment are counted per tier; a tier changes rarely, so this index costs the
         # purchase path almost nothing (PostgreSQL keeps its updates HOT while the tier stays the same).
         Index("ix_cards_program_tier", "program_id", "tier"),
+        # Only the few revoked cards: the dashboard's segments leave their members out.
+        Index("ix_cards_not_active", "program_id",
+              sqlite_where=text("status <> 'active'"), postgresql_where=text("status <> 'active'")),
     )
 
     id: Mapped[intpk]

@@ -14,6 +14,8 @@ from app.models.base import Base, BigIntId, intpk, minor_units, short_text, time
 from app.models.card import Card
 
 DISCOUNT_TYPES = ("percent", "fixed")
+# The named member segments, in the order a member is checked against them (app/domain/segments.py).
+SEGMENTS = ("lapsed", "vip", "new", "active")
 
 
 class CouponBatch(Base):
@@ -92,6 +94,10 @@ class Offer(Base):
     starts_at: Mapped[dt.datetime | None]
     ends_at: Mapped[dt.datetime | None]
     active: Mapped[bool] = mapped_column(default=True)
+    # NULL: every member; else only members of that named segment (app/domain/segments.py).
+    segment: Mapped[str | None] = mapped_column(
+        Enum(*SEGMENTS, name="offer_segment", native_enum=False, create_constraint=True)
+    )
     created_at: Mapped[timestamp]
 
 

@@ -103,7 +103,7 @@ def pkpass_response(card: Card, *, attachment: bool = True) -> Response:
     session = get_session()
     page_url = url_for("customer.card_page", token=card.page_token, _external=True)
     description = card_pass(card, card_code(session, card, get_keys()), apple_pass_config(), page_url,
-                            pass_offers(session, card.program, utcnow()))
+                            pass_offers(session, card, utcnow()))
     try:
         pkpass = build_pkpass(description, get_apple_wallet().certificates)
     except PassDescriptionError as error:

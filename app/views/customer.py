@@ -6,6 +6,7 @@ lets a referral from one phone to the same phone be recognised as one person (ap
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, abort, current_app, g, jsonify, redirect, render_template, request, url_for
@@ -14,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response as BaseResponse
 
 from app.db import get_session, start_writing
+from app.domain import consent
 from app.domain.cards import card_code, display_name
 from app.domain.enrollment import (
     BIRTHDAY_PURPOSE,
@@ -29,6 +31,7 @@ from app.domain.enrollment import (
 from app.domain.errors import AlreadyEnrolled, DomainError, ValidationError
 from app.domain.member_card import member_card
 from app.domain.money import format_amount
+from app.domain.nps import NpsNotDue, NpsQuestion, dismiss_nps, nps_question, read_nps_answer, record_nps_answer
 from app.domain.programs import get_program
 from app.domain.referrals import (
     DEVICE_COOKIE,
@@ -45,6 +48,8 @@ from app.keys import get_keys
 from app.mail import send_card_link
 from app.models import Card, Program, utcnow
 from app.qr import qr_png, qr_svg
+from app.security import is_one_click_unsubscribe
+from app.unsubscribe_links import current_unsubscribe_key
 from app.views.apple_wallet import pkpass_response
 
 bp = Blueprint("customer", __name__)
@@ -226,6 +231,9 @@ def card_page(token: str) -> Response:
 
     For a program with live codes the page carries no QR of its own: its script draws the live one from this
     browser's secret (static/js/card-code.js), so there is no static code on it to screenshot.
+
+    After a purchase it also asks the NPS question (app/domain/nps.py); the email's links land here with a
+    score ticked (`?nps=7`), which records nothing until the member presses Send.
     """
     session = get_session()
     card = _card_by_token(token)
@@ -234,6 +242,21 @@ def card_page(token: str) -> Response:
         start_writing(session)
         complete_referral_details(session, card, _device_id())
         session.commit()
+    preselect = request.args.get("nps")
+    question = nps_question(session, card, utcnow(), preselect=preselect)
+    note = None
+    if request.args.get("nps_done") == "answered":
+        note = "Thank you for your answer: it helps us do better."
+    elif request.args.get("nps_done") == "dismissed":
+        note = "No problem: we will not ask again for a while."
+    elif preselect is not None and not question.due and question.closed_recently:
+        note = "Thank you: you already answered this question recently, so there is nothing more to do."
+    return _card_response(card, question, nps_note=note)
+
+
+def _card_response(card: Card, question: NpsQuestion, *, nps_note: str | None = None,
+                   nps_errors: Mapping[str, str] | None = None, nps_comment: str = "", status: int = 200) -> Response:
+    session = get_session()
     currency = card.program.currency
     upcoming = next_tier(card.lifetime_spend, rules_from_json(card.program.rules).tiers)
     live = card.status == "active" and card.program.rotating_codes
@@ -251,11 +274,48 @@ def card_page(token: str) -> Response:
         member=member_card(session, card, utcnow()),
         referral_url=url_for("customer.referral_link", code=card.referral_code, _external=True)
         if card.status == "active" and card.referral_code else None,
+        nps=question,
+        nps_note=nps_note,
+        nps_errors=nps_errors or {},
+        nps_comment=nps_comment,
     )
-    response = Response(html)
+    response = Response(html, status=status)
     # The page holds a bearer credential: keep it out of shared caches and history.
     response.headers["Cache-Control"] = "no-store"
     return _with_device_cookie(response)
+
+
+@bp.post("/c/<token>/nps")
+def card_nps_answer(token: str) -> BaseResponse:
+    """The member's answer to the NPS question from their card page: a score 0-10 and an optional comment
+    (Send), or "Not now" (action=dismiss), which closes the question without a score. Either way it is not asked
+    again for the program's interval. A bad answer comes back on the card page (422) with nothing saved; an
+    answer when the question is closed is not recorded (409)."""
+    session = get_session()
+    card = _card_by_token(token)
+    if card.status == "revoked":
+        abort(410, "This card has been revoked, so it cannot answer. Ask at the till for a new card.")
+    if request.form.get("action") == "dismiss":
+        start_writing(session)
+        closed = dismiss_nps(session, card, utcnow())
+        session.commit()
+        return redirect(url_for("customer.card_page", token=token, nps_done="dismissed" if closed else None),
+                        code=303)
+    comment = request.form.get("comment", "")
+    try:
+        answer = read_nps_answer(request.form)
+        start_writing(session)
+        record_nps_answer(session, card, answer, utcnow())
+    except ValidationError as error:
+        question = nps_question(session, card, utcnow(), preselect=request.form.get("score"),
+                                channel=request.form.get("channel"))
+        return _card_response(card, question, nps_errors=error.extra.get("errors", {}), nps_comment=comment,
+                              status=422)
+    except NpsNotDue as error:
+        session.rollback()
+        return _card_response(card, nps_question(session, card, utcnow()), nps_note=error.detail, status=409)
+    session.commit()
+    return redirect(url_for("customer.card_page", token=token, nps_done="answered", _anchor="nps"), code=303)
 
 
 def _live_code_settings(card: Card) -> dict[str, object]:
@@ -322,3 +382,34 @@ def card_qr_png(token: str) -> Response:
         "Cache-Control": "no-store",
         "Content-Disposition": f'attachment; filename="{card.program.slug}-card.png"',
     })
+
+
+@bp.route("/u/<token>", methods=["GET", "POST"])
+def unsubscribe(token: str) -> Response:
+    """Stop a member's offers and reminders from the link in any email we send them: no sign-in, the token in
+    the link is the credential (app/domain/consent.py).
+
+    GET only asks, because mail scanners and link previews fetch links nobody clicked; the page's button, or a
+    mail app's RFC 8058 one-click POST, withdraws the consent and records how. Doing it twice is harmless.
+    """
+    session = get_session()
+    customer = consent.customer_for_token(session, token, current_unsubscribe_key())
+    done = already = False
+    if request.method == "POST":
+        via = "one_click" if is_one_click_unsubscribe() else "unsubscribe_link"
+        already = not consent.unsubscribe(session, customer, via=via, now=utcnow())
+        session.commit()
+        done = True
+    html = render_template("unsubscribe.html", program=customer.program, email=_masked_email(customer.email),
+                           subscribed=customer.marketing_consent, done=done, already=already)
+    response = Response(html)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _masked_email(email: str | None) -> str:
+    """Enough of the address for its owner to recognise it ("a…@example.com"), not enough to harvest it."""
+    if not email or "@" not in email:
+        return "your email address"
+    local, domain = email.rsplit("@", 1)
+    return f"{local[0]}…@{domain}"

@@ -38,10 +38,11 @@ from app.domain.settings import (
     KIND_LABELS,
     ROUNDING_LABELS,
     bonus_unit_label,
+    engagement_form_values,
     kind_change_warning,
     mechanics_form_values,
-    mechanics_from_form,
     rules_form_values,
+    rules_page_from_form,
     save_rules,
 )
 from app.domain.simulation import WINDOW_DAYS, RulesPreview, preview_rule_change
@@ -113,7 +114,8 @@ def analytics_csv(name: str) -> Response | tuple[str, int, dict[str, str]]:
 @staff_required("manager")
 def settings() -> Response | str | tuple[str, int]:
     """The program's rules: what members collect (points, stamps or cashback), earning, tiers, bonuses,
-    redemption, and the mechanics (second visit, stamp card, cashback, referrals, birthday bonus, expiry).
+    redemption, the mechanics (second visit, stamp card, cashback, referrals, birthday bonus, expiry), and the
+    member segments and NPS question (who counts as new, lapsed or VIP; how often members are asked).
 
     "Save rules" stores them. "Preview" (action=preview) shows what the rules in the form would have given over
     the last 30 days of committed purchases, next to the rules as they are, and saves nothing. On an error
@@ -128,15 +130,18 @@ def settings() -> Response | str | tuple[str, int]:
             values = {**rules_form_values(rules_from_json(program.rules), program.currency),
                       "program_kind": program.kind}
             summary = f"The stored rules could not be read in full ({error.detail}) Saving this form replaces them."
+        values |= engagement_form_values(program.rules, program.currency)
         return _settings_page(program, values, {}, summary=summary)
     previewing = request.form.get("action") == "preview"
     try:
-        proposed = mechanics_from_form(request.form, program.currency, current_kind=program.kind)
+        page = rules_page_from_form(request.form, program.currency, current_kind=program.kind, stored=program.rules)
+        proposed = page.mechanics
         if previewing:
             preview = preview_rule_change(session, program, program_mechanics(program), proposed, now=utcnow())
             warning = kind_change_warning(session, program, proposed.program_type)
             return _settings_page(program, request.form.to_dict(), {}, preview=preview, kind_warning=warning)
-        save_rules(session, program, proposed, kind_change_confirmed=bool(request.form.get("confirm_kind_change")))
+        save_rules(session, program, proposed, kind_change_confirmed=bool(request.form.get("confirm_kind_change")),
+                   engagement=page.engagement)
     except ValidationError as error:
         # The summary says what happened; each field's own message sits next to it.
         summary = error.detail.replace("Nothing was saved:", "Nothing to preview yet:") if previewing else error.detail
@@ -151,11 +156,13 @@ def _settings_page(program: Program, values: dict[str, str], errors: dict[str, s
                    preview: RulesPreview | None = None, kind_warning: str | None = None,
                    confirm_kind_change: bool = False) -> str:
     rows = sorted({int(key.rsplit("_", 1)[1]) for key in values if key.startswith("tier_name_")})
+    # The VIP tier is chosen among the tiers as the form shows them.
+    tier_names = [values[f"tier_name_{row}"].strip() for row in rows if values.get(f"tier_name_{row}", "").strip()]
     chosen = values.get("program_kind", "")
     kind = chosen if chosen in KIND_LABELS else program.kind  # the bonuses' unit follows the kind in the form
     return render_template(
         "manager_settings.html", program=program, values=values, errors=errors, summary=summary, tier_rows=rows,
-        rounding_labels=ROUNDING_LABELS, kind_labels=KIND_LABELS, kind_hints=KIND_HINTS,
+        rounding_labels=ROUNDING_LABELS, kind_labels=KIND_LABELS, kind_hints=KIND_HINTS, tier_names=tier_names,
         bonus_unit=bonus_unit_label(kind, program.currency), preview=preview,
         window_days=WINDOW_DAYS, kind_warning=kind_warning,
         # Asked for when a save found balances the new kind does not earn, and offered with a preview's warning.

@@ -34,6 +34,7 @@ from app.domain.coupons import (
 )
 from app.domain.dashboard import display_money
 from app.domain.errors import ValidationError
+from app.domain.segments import SegmentSettings, program_segment_settings, segment_descriptions
 from app.models import Program, utcnow
 
 bp = Blueprint("manager_offers", __name__, url_prefix="/manager")
@@ -210,10 +211,14 @@ def end_member_offer(offer_id: int) -> BaseResponse:
 def _offers_page(values: Mapping[str, str] | None = None, errors: Mapping[str, str] | None = None,
                  summary: str = "") -> str:
     program = _program()
+    try:
+        segment_settings = program_segment_settings(program)
+    except ValidationError:  # segment settings stored by hand that cannot be read: describe the defaults
+        segment_settings = SegmentSettings()
     return render_template(
         "manager_offers.html", program=program, listing=list_offers(get_session(), program, now=utcnow()),
         values=values or {"discount_type": "percent"}, errors=errors or {}, summary=summary,
-        discount_types=DISCOUNT_TYPES,
+        discount_types=DISCOUNT_TYPES, segments=segment_descriptions(segment_settings),
     )
 
 

@@ -86,7 +86,7 @@ def card_summary(
 def _scanned(program: Program, card: Card) -> dict[str, Any]:
     """The summary a scan answers: the card, the offers running now and the rewards catalogue."""
     session = get_session()
-    offers = [offer_json(offer, program.currency) for offer in running_offers(session, program, utcnow())]
+    offers = [offer_json(offer, program.currency) for offer in running_offers(session, program, utcnow(), card=card)]
     rewards = [reward_json(reward, program.currency) for reward in catalogue(session, program)]
     return card_summary(card, offers=offers, rewards=rewards)
 

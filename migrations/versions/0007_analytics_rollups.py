@@ -93,6 +93,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("cards", schema=None) as batch_op:
         batch_op.create_index("ix_cards_program_tier", ["program_id", "tier"], unique=False)
+        batch_op.create_index(
+            "ix_cards_not_active",
+            ["program_id"],
+            unique=False,
+            sqlite_where=sa.text("status <> 'active'"),
+            postgresql_where=sa.text("status <> 'active'"),
+        )
 
     with op.batch_alter_table("customers", schema=None) as batch_op:
         batch_op.add_column(sa.Column("rollup_state", sa.SmallInteger(), server_default=sa.text("1"), nullable=False))
@@ -151,6 +158,11 @@ def downgrade() -> None:
         batch_op.drop_column("rollup_state")
 
     with op.batch_alter_table("cards", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_cards_not_active",
+            sqlite_where=sa.text("status <> 'active'"),
+            postgresql_where=sa.text("status <> 'active'"),
+        )
         batch_op.drop_index("ix_cards_program_tier")
 
     op.drop_table("daily_coupon_uses")
