@@ -288,11 +288,17 @@ def passes_dev_google_key(path: str | None, force: bool) -> None:
 
 
 def init_app(app: Flask) -> None:
+    from app.cli_analytics import GROUPS as ANALYTICS_GROUPS
     from app.cli_coupons import GROUPS as COUPON_GROUPS
+    from app.cli_exports import GROUPS as EXPORT_GROUPS
+    from app.cli_nps import GROUPS as NPS_GROUPS
     from app.cli_points import GROUPS as POINTS_GROUPS
+    from app.cli_reminders import GROUPS as REMINDER_GROUPS
+    from app.cli_synth import GROUPS as SYNTH_GROUPS
     from app.demo import demo_command
 
     for group in (db_cli, programs_cli, locations_cli, staff_cli, api_keys_cli, keys_cli, cards_cli, ledger_cli,
-                  passes_cli, *COUPON_GROUPS, *POINTS_GROUPS):
+                  passes_cli, *COUPON_GROUPS, *POINTS_GROUPS, *EXPORT_GROUPS, *REMINDER_GROUPS,
+                  *NPS_GROUPS, *ANALYTICS_GROUPS, *SYNTH_GROUPS):
         app.cli.add_command(group)
     app.cli.add_command(demo_command)

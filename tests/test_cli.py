@@ -18,7 +18,9 @@ COMMANDS = [
     ["coupons", "create"], ["coupons", "batch"], ["coupons", "export"], ["coupons", "list"],
     ["coupons", "deactivate"], ["coupons", "reactivate"], ["offers", "create"], ["offers", "list"], ["offers", "end"],
     ["rewards", "create"], ["rewards", "list"], ["points", "birthday"], ["points", "expire"],
-    ["points", "warn-expiry"],
+    ["points", "warn-expiry"], ["export", "members"], ["export", "purchases"], ["export", "ledger"],
+    ["stats", "refresh"], ["stats", "rebuild"], ["stats", "summary"], ["reminders", "send"], ["reminders", "list"],
+    ["nps", "send"], ["synth"],
 ]
 
 
