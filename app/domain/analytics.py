@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import and_, case, distinct, func, or_, select, text
+from sqlalchemy import and_, case, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from app.domain.errors import ValidationError
 from app.domain.rules import rules_from_json
 from app.domain.segments import SEGMENTS, SegmentFacts, SegmentSettings, segment_of
-from app.models import Card, Coupon, Customer, Location, Program, Referral
+from app.models import Card, Coupon, Customer, Location, Program
 
 DEFAULT_RANGE_DAYS = 90
 # "All time": from before any program existed.
@@ -385,29 +385,19 @@ def coupon_performance(session: Session, program: Program, rng: DateRange) -> li
 
 @dataclass(frozen=True)
 class ReferralFunnel:
-    """Members who enrolled through a referral link in the range, and how far they went."""
+    """Members who enrolled with a member's referral code in the range, and how far they have gone since."""
 
-    referred: int  # enrolled through a member's link
+    referred: int  # enrolled with a member's code (their link, or a till or the API passing it)
     self_referrals: int  # ... from the referrer's own email, phone or device: attributed, paid nothing
-    purchased: int  # ... have made a purchase since
+    purchased: int  # ... have made a purchase since (one not voided)
     rewarded: int  # ... whose first purchase paid both bonuses (and was not voided)
-    referrers: int  # distinct members whose link brought someone in
 
 
 def referral_funnel(session: Session, program: Program, rng: DateRange) -> ReferralFunnel:
-    start, end = _instants(rng)
-    row = session.execute(
-        select(
-            func.count(),
-            func.coalesce(func.sum(case((Referral.self_referral, 1), else_=0)), 0),
-            func.coalesce(func.sum(case((Card.purchase_count > 0, 1), else_=0)), 0),
-            func.coalesce(func.sum(case((Referral.bonus_purchase_id.is_not(None), 1), else_=0)), 0),
-            func.count(distinct(Referral.referrer_card_id)),
-        )
-        .select_from(Referral)
-        .join(Card, Card.id == Referral.referee_card_id)
-        .where(and_(Card.program_id == program.id, Referral.created_at >= start, Referral.created_at < end))
-    ).one()
+    row = session.execute(text(
+        "SELECT COALESCE(SUM(referred), 0), COALESCE(SUM(self_referrals), 0), COALESCE(SUM(purchased), 0),"
+        " COALESCE(SUM(rewarded), 0) FROM daily_referrals WHERE program_id = :p AND day BETWEEN :start AND :end"
+    ), _params(program, rng)).one()
     return ReferralFunnel(*(int(value) for value in row))
 
 

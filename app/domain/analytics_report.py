@@ -217,7 +217,7 @@ def _referrals(report: Report) -> list[list[Any]]:
     f = report.referrals
     return [["step", "members"], ["enrolled_through_a_referral_link", f.referred],
             ["of_which_self_referrals", f.self_referrals], ["made_a_purchase", f.purchased],
-            ["bonuses_paid", f.rewarded], ["distinct_referrers", f.referrers]]
+            ["bonuses_paid", f.rewarded]]
 
 
 def _tiers(report: Report) -> list[list[Any]]:

@@ -34,6 +34,7 @@ from app.models import ROLLUP_NEW, ROLLUP_SETTLED, ROLLUP_VOIDED_COUNTED, ROLLUP
 
 ROLLUP_TABLES = (
     "daily_sales", "daily_visits", "monthly_cohorts", "daily_points", "daily_enrollments", "daily_coupon_uses",
+    "daily_referrals",
 )
 
 # What a purchase in each unsettled state adds to the sales roll-up when it is folded in.
@@ -105,6 +106,7 @@ def refresh_rollups(session: Session, program_id: int, now: dt.datetime) -> bool
         _fold_visits(session, sql, program_id, f"p.card_id IN ({dirty_cards}) AND {counted}", sign)
     _fold_points(session, sql, program_id, unsettled_only=True)
     _fold_enrollments(session, sql, program_id, "m.rollup_state <> 0")
+    _fold_referrals(session, sql, program_id, f"r.rollup_state <> 0 OR r.referee_card_id IN ({dirty_cards})")
     _settle(session, program_id)
     return True
 
@@ -123,6 +125,11 @@ def rebuild_rollups(session: Session, program_id: int, now: dt.datetime | None =
     _fold_visits(session, sql, program_id, f"p.program_id = :p AND {_COUNTED_NOW}", 1)
     _fold_points(session, sql, program_id, unsettled_only=False)
     _fold_enrollments(session, sql, program_id, "1 = 1")
+    session.execute(text(
+        "UPDATE referrals SET rollup_purchased = false, rollup_rewarded = false, rollup_state = 1"
+        " WHERE referee_card_id IN (SELECT c.id FROM cards c WHERE c.program_id = :p)"
+    ), {"p": program_id})
+    _fold_referrals(session, sql, program_id, "1 = 1")
     _settle(session, program_id)
 
 
@@ -235,6 +242,32 @@ def _fold_enrollments(session: Session, sql: _Sql, program_id: int, which: str) 
         f"  FROM customers m WHERE m.program_id = :p AND {which}"
         " ) AS e WHERE 1 = 1 GROUP BY day, channel, location_key"
         + _upsert("daily_enrollments", "program_id, day, channel, location_key", ("members",))
+    ), {"p": program_id})
+
+
+def _fold_referrals(session: Session, sql: _Sql, program_id: int, which: str) -> None:
+    """Add new referrals, and for the chosen ones the change in whether their new member has bought and been
+    paid the bonuses since it was last counted; then remember what is counted now."""
+    bought = "CASE WHEN c.purchase_count > 0 THEN 1 ELSE 0 END"
+    rewarded = "CASE WHEN r.bonus_purchase_id IS NOT NULL THEN 1 ELSE 0 END"
+    chosen = f"FROM referrals r JOIN cards c ON c.id = r.referee_card_id WHERE c.program_id = :p AND ({which})"
+    session.execute(text(
+        "INSERT INTO daily_referrals (program_id, day, referred, self_referrals, purchased, rewarded)"
+        " SELECT :p, day, SUM(referred), SUM(self_referral), SUM(purchased), SUM(rewarded) FROM ("
+        f"  SELECT {sql.day('r.created_at')} AS day,"
+        "   CASE WHEN r.rollup_state <> 0 THEN 1 ELSE 0 END AS referred,"
+        "   CASE WHEN r.rollup_state <> 0 AND r.self_referral THEN 1 ELSE 0 END AS self_referral,"
+        f"   {bought} - CASE WHEN r.rollup_purchased THEN 1 ELSE 0 END AS purchased,"
+        f"   {rewarded} - CASE WHEN r.rollup_rewarded THEN 1 ELSE 0 END AS rewarded"
+        f"  {chosen}"
+        " ) AS f WHERE 1 = 1 GROUP BY day"
+        + _upsert("daily_referrals", "program_id, day", ("referred", "self_referrals", "purchased", "rewarded"))
+    ), {"p": program_id})
+    session.execute(text(
+        "UPDATE referrals SET rollup_state = 0,"
+        " rollup_purchased = (SELECT c.purchase_count > 0 FROM cards c WHERE c.id = referrals.referee_card_id),"
+        " rollup_rewarded = (bonus_purchase_id IS NOT NULL)"
+        f" WHERE id IN (SELECT r.id {chosen})"
     ), {"p": program_id})
 
 

@@ -104,6 +104,19 @@ class DailyEnrollments(Base):
     members: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class DailyReferrals(Base):
+    """Members who enrolled with a referral code per UTC day of enrollment, and how far they have gone since."""
+
+    __tablename__ = "daily_referrals"
+
+    program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(primary_key=True)
+    referred: Mapped[int] = mapped_column(BigInteger, default=0)
+    self_referrals: Mapped[int] = mapped_column(BigInteger, default=0)
+    purchased: Mapped[int] = mapped_column(BigInteger, default=0)
+    rewarded: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class DailyCouponUses(Base):
     """Uses of a coupon by committed purchases per UTC day: the discount it gave and what those purchases were."""
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Enum, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, Enum, ForeignKey, Index, SmallInteger, String, UniqueConstraint, false, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, BigIntId, intpk, minor_units, short_text, timestamp
@@ -121,6 +121,10 @@ class Referral(Base):
     purchase, so voiding that purchase takes them back)."""
 
     __tablename__ = "referrals"
+    __table_args__ = (
+        Index("ix_referrals_rollup_pending", "referee_card_id",
+              sqlite_where=text("rollup_state <> 0"), postgresql_where=text("rollup_state <> 0")),
+    )
 
     id: Mapped[intpk]
     referrer_card_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("cards.id"), index=True)
@@ -129,6 +133,11 @@ class Referral(Base):
     self_referral: Mapped[bool] = mapped_column(default=False)
     bonus_purchase_id: Mapped[int | None] = mapped_column(BigIntId, ForeignKey("purchases.id"))
     created_at: Mapped[timestamp]
+    # The analytics roll-ups (app/models/analytics.py DailyReferrals): new (1) or folded in (0), and what they
+    # counted for it, so a later purchase or void of the new member changes the funnel by the difference.
+    rollup_state: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
+    rollup_purchased: Mapped[bool] = mapped_column(server_default=false())
+    rollup_rewarded: Mapped[bool] = mapped_column(server_default=false())
 
     referrer: Mapped[Card] = relationship(foreign_keys=[referrer_card_id])
     referee: Mapped[Card] = relationship(foreign_keys=[referee_card_id])

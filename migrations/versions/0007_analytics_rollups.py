@@ -101,6 +101,29 @@ def upgrade() -> None:
             postgresql_where=sa.text("status <> 'active'"),
         )
 
+    op.create_table(
+        "daily_referrals",
+        sa.Column("program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("referred", sa.BigInteger(), nullable=False),
+        sa.Column("self_referrals", sa.BigInteger(), nullable=False),
+        sa.Column("purchased", sa.BigInteger(), nullable=False),
+        sa.Column("rewarded", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_daily_referrals_program_id_programs")),
+        sa.PrimaryKeyConstraint("program_id", "day", name=op.f("pk_daily_referrals")),
+    )
+    with op.batch_alter_table("referrals", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("rollup_state", sa.SmallInteger(), server_default=sa.text("1"), nullable=False))
+        batch_op.add_column(sa.Column("rollup_purchased", sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.add_column(sa.Column("rollup_rewarded", sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.create_index(
+            "ix_referrals_rollup_pending",
+            ["referee_card_id"],
+            unique=False,
+            sqlite_where=sa.text("rollup_state <> 0"),
+            postgresql_where=sa.text("rollup_state <> 0"),
+        )
+
     with op.batch_alter_table("customers", schema=None) as batch_op:
         batch_op.add_column(sa.Column("rollup_state", sa.SmallInteger(), server_default=sa.text("1"), nullable=False))
         batch_op.create_index(
@@ -156,6 +179,17 @@ def downgrade() -> None:
             postgresql_where=sa.text("rollup_state <> 0"),
         )
         batch_op.drop_column("rollup_state")
+
+    with op.batch_alter_table("referrals", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_referrals_rollup_pending",
+            sqlite_where=sa.text("rollup_state <> 0"),
+            postgresql_where=sa.text("rollup_state <> 0"),
+        )
+        batch_op.drop_column("rollup_rewarded")
+        batch_op.drop_column("rollup_purchased")
+        batch_op.drop_column("rollup_state")
+    op.drop_table("daily_referrals")
 
     with op.batch_alter_table("cards", schema=None) as batch_op:
         batch_op.drop_index(
