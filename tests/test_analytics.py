@@ -106,7 +106,8 @@ def shop(app: Flask, make_program, db_session: Session) -> Shop:
             purchases[f"{name}-{days_ago}"] = result.purchase.id
         void_purchase(db_session, program, purchases["B-2"], Actor(location_id=kit.location.id),
                       now=_noon(today, 1))
-    for name, days_ago, score, comment in (("A", 3, 10, None), ("C", 7, 6, "Queue too long"), ("B", 40, 8, None)):
+    for name, days_ago, score, comment in (("A", 3, 10, "=HYPERLINK(\"http://x\")"), ("C", 7, 6, "Queue too long"),
+                                           ("B", 40, 8, None)):
         db_session.add(NpsResponse(program_id=program.id, card_id=cards[name].id, score=score, comment=comment,
                                    channel="card_page", created_at=_noon(today, days_ago)))
     db_session.commit()
@@ -172,7 +173,8 @@ def test_each_figure_of_the_last_30_days_matches_the_hand_computation(shop: Shop
     assert len(report.enrollments.starts) == len(days) == 30
     # NPS: A 10 (promoter) and C 6 (detractor) in the range, B's 8 before it: 50 % - 50 % = 0.
     assert (report.nps_overall.responses, report.nps_overall.nps) == (2, 0)
-    assert [(c.score, c.comment) for c in report.nps_comments] == [(6, "Queue too long")]
+    assert [(c.score, c.comment) for c in report.nps_comments] == [(10, '=HYPERLINK("http://x")'),
+                                                                   (6, "Queue too long")]
     g = report.glance
     assert (g.members, g.active_members, g.purchases, g.purchases_in_window) == (5, 2, 6, 4)
     assert (g.revenue, g.revenue_in_window) == (100_00 + 47_50 + 18_00 + 30_00 + 54_00 + 40_00, 159_50)
@@ -274,6 +276,10 @@ def test_the_dashboard_shows_the_figures_and_each_csv_holds_them(shop: Shop, man
     coupons = list(csv.reader(io.StringIO(client.get(f"/manager/analytics/coupons.csv?{query}").text)))
     assert coupons == [["code", "label", "uses", "discount_given", "amount_before_discounts", "revenue"],
                        ["SPRING10", "Spring", "1", "6.00", "60.00", "54.00"]]
+    comments = list(csv.reader(io.StringIO(client.get(f"/manager/analytics/nps-comments.csv?{query}").text)))
+    # A member's comment that looks like a formula is written so a spreadsheet shows it rather than runs it.
+    assert [row[1:] for row in comments] == [["score", "comment"], ["10", "'=HYPERLINK(\"http://x\")"],
+                                             ["6", "Queue too long"]]
     by_channel = list(csv.reader(io.StringIO(
         client.get(f"/manager/analytics/enrollments-by-channel.csv?{query}").text)))
     assert by_channel[0] == ["day_from", "api", "referral", "total"] and len(by_channel) == 31

@@ -20,6 +20,7 @@ from app.charts import stacked_bar_chart
 from app.domain import analytics as a
 from app.domain.analytics_report import CHANNEL_LABELS, SEGMENT_LABELS, Report
 from app.domain.dashboard import StackedSeries, display_money
+from app.domain.exports import safe_cell
 
 PRESETS = (("Last 30 days", 30), ("Last 90 days", 90), ("Last 12 months", 365))
 HEAT_STEPS = 10
@@ -103,13 +104,14 @@ def template_context(report: Report) -> dict[str, Any]:
 
 
 def csv_response(rows: Sequence[Sequence[Any]], filename: str) -> Response:
-    """A CSV download, written row by row as it is sent."""
+    """A CSV download, written row by row as it is sent. Text cells (coupon labels, members' NPS comments) are
+    neutralised against spreadsheet formulas the way the exports are (docs/exports.md)."""
 
     def generate() -> Iterator[str]:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         for row in rows:
-            writer.writerow(row)
+            writer.writerow([safe_cell(cell) if isinstance(cell, str) else cell for cell in row])
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
