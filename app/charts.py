@@ -62,8 +62,10 @@ def stacked_bar_chart(
     dimension: str,
     labels: Mapping[str, str] | None = None,
     unit: str = "enrollments",
+    bucket: str = "day",
 ) -> Markup:
-    """A figure with a stacked bar per day (one colour per series), axes, gridlines and a legend with totals."""
+    """A figure with a stacked bar per day (or per week or month starting on each of `data.days`: `bucket`), one
+    colour per series, with axes, gridlines and a legend with totals."""
     labels = labels or {}
     names = {name: labels.get(name, name) for name in data.series}
     colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(data.series)}
@@ -129,9 +131,9 @@ def stacked_bar_chart(
                      f'text-anchor="{"end" if newest else "middle"}" font-size="{FONT}" '
                      f'fill="#5b6673">{short_day(day)}</text>')
     parts.append(f'<text x="{_num(LEFT + plot_w / 2)}" y="{HEIGHT - 4}" text-anchor="middle" font-size="{FONT}" '
-                 f'fill="#1d232b">Day (UTC)</text>')
+                 f'fill="#1d232b">{bucket.capitalize()} (UTC)</text>')
     parts.append(f'<text transform="translate(12 {_num(TOP + plot_h / 2)}) rotate(-90)" text-anchor="middle" '
-                 f'font-size="{FONT}" fill="#1d232b">{escape(unit.capitalize())} per day</text>')
+                 f'font-size="{FONT}" fill="#1d232b">{escape(unit.capitalize())} per {bucket}</text>')
     parts.append("</g></svg>")
 
     legend = ['<ul class="chart-legend">']

@@ -52,19 +52,19 @@ def charts(report: Report) -> dict[str, Markup]:
          for name in ("promoters", "passives", "detractors")},
     )
     return {
-        "nps": stacked_bar_chart(nps, chart_id="nps", dimension="answer", unit="answers",
+        "nps": stacked_bar_chart(nps, chart_id="nps", dimension="answer", unit="answers", bucket="month",
                                  title="NPS answers per month",
                                  labels={"promoters": "Promoters (9–10)", "passives": "Passives (7–8)",
                                          "detractors": "Detractors (0–6)"}),
-        "sales": stacked_bar_chart(sales, chart_id="sales", dimension="series", unit="purchases",
+        "sales": stacked_bar_chart(sales, chart_id="sales", dimension="series", unit="purchases", bucket=bucket,
                                    title=f"Purchases per {bucket}", labels={"purchases": "Purchases"}),
         "channel": stacked_bar_chart(
             _series(enrollments.starts, enrollments.channels, enrollments.by_channel),
-            chart_id="enrollments-channel", dimension="channel", labels=CHANNEL_LABELS,
+            chart_id="enrollments-channel", dimension="channel", labels=CHANNEL_LABELS, bucket=bucket,
             title=f"Enrollments per {bucket}, by channel"),
         "location": stacked_bar_chart(
             _series(enrollments.starts, enrollments.locations, enrollments.by_location),
-            chart_id="enrollments-location", dimension="location",
+            chart_id="enrollments-location", dimension="location", bucket=bucket,
             title=f"Enrollments per {bucket}, by location"),
     }
 
