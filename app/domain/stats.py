@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -35,15 +35,15 @@ def enrollment_counts(session: Session, program: Program, period: str, today: dt
     if period not in PERIODS:
         raise ValueError(f"unknown period {period!r}")
     totals: Counter[dt.date] = Counter()
-    by_channel: Counter[tuple[dt.date, str]] = Counter()
-    by_location: Counter[tuple[dt.date, str]] = Counter()
+    by_channel: dict[dt.date, Counter[str]] = defaultdict(Counter)
+    by_location: dict[dt.date, Counter[str]] = defaultdict(Counter)
     daily = enrollments(session, program, DateRange(EPOCH_RANGE_START, today), bucket="day", online="online")
     for (day, channel), count in daily.by_channel.items():
         start = period_start(day, period)
         totals[start] += count
-        by_channel[start, channel] += count
+        by_channel[start][channel] += count
     for (day, location), count in daily.by_location.items():
-        by_location[period_start(day, period), location] += count
+        by_location[period_start(day, period)][location] += count
     return {
         "period": period,
         "total": sum(totals.values()),
@@ -51,8 +51,8 @@ def enrollment_counts(session: Session, program: Program, period: str, today: dt
             {
                 "start": start.isoformat(),
                 "count": totals[start],
-                "by_channel": {c: n for (s, c), n in sorted(by_channel.items()) if s == start},
-                "by_location": {loc: n for (s, loc), n in sorted(by_location.items()) if s == start},
+                "by_channel": dict(sorted(by_channel[start].items())),
+                "by_location": dict(sorted(by_location[start].items())),
             }
             for start in sorted(totals)
         ],
