@@ -234,30 +234,43 @@ class Churn:
 def churn(session: Session, program: Program, as_of: dt.date, days: int) -> Churn:
     """Churn at the end of `as_of`: of the members with a purchase on or before as_of - days, those with no
     purchase in the `days` days that end on as_of."""
-    cutoff = as_of - dt.timedelta(days=days)
-    row = session.execute(text(
-        "SELECT COALESCE(SUM(CASE WHEN nth = 1 AND day <= :cutoff THEN purchases ELSE 0 END), 0),"
-        " COALESCE(SUM(CASE WHEN nth > 1 AND day > :cutoff AND day <= :as_of AND prev_day <= :cutoff"
-        "                   THEN purchases ELSE 0 END), 0)"
-        " FROM daily_visits WHERE program_id = :p AND day <= :as_of"
-        "  AND (nth = 1 OR (day > :cutoff AND prev_day <= :cutoff))"
-    ), {"p": program.id, "cutoff": cutoff, "as_of": as_of}).one()
-    before, came_back = int(row[0]), int(row[1])
-    return Churn(as_of=as_of, days=days, buyers_before=before, churned=before - came_back)
+    return churn_trend_at(session, program, [as_of], days)[0]
 
 
 def churn_trend(session: Session, program: Program, rng: DateRange, days: int) -> list[Churn]:
     """Churn at the end of each month of the range (the last point is the range's end day), at most 12."""
-    ends: list[dt.date] = []
+    ends: list[dt.date] = [rng.end]
     month = rng.end.replace(day=1)
-    ends.append(rng.end)
     while len(ends) < CHURN_POINTS:
         month_end = month - dt.timedelta(days=1)
         if month_end < rng.start:
             break
         ends.append(month_end)
         month = month_end.replace(day=1)
-    return [churn(session, program, end, days) for end in reversed(ends)]
+    return churn_trend_at(session, program, list(reversed(ends)), days)
+
+
+def churn_trend_at(session: Session, program: Program, ends: list[dt.date], days: int) -> list[Churn]:
+    """Churn at the end of each of `ends` (oldest first). The members who had bought by each cutoff come from one
+    pass over the first purchases; those who came back, from the window of days after each cutoff."""
+    firsts = {
+        _as_date(day): int(count) for day, count in session.execute(text(
+            "SELECT day, SUM(purchases) FROM daily_visits WHERE program_id = :p AND nth = 1 AND day <= :last"
+            " GROUP BY day"
+        ), {"p": program.id, "last": max(ends) - dt.timedelta(days=days)}).tuples()
+    }
+    result = []
+    for as_of in ends:
+        cutoff = as_of - dt.timedelta(days=days)
+        before = sum(count for day, count in firsts.items() if day <= cutoff)
+        # Each member who had bought by the cutoff and came back has exactly one purchase after it whose previous
+        # purchase is on or before it.
+        came_back = int(session.scalar(text(
+            "SELECT COALESCE(SUM(purchases), 0) FROM daily_visits WHERE program_id = :p AND day > :cutoff"
+            " AND day <= :as_of AND nth > 1 AND prev_day <= :cutoff"
+        ), {"p": program.id, "cutoff": cutoff, "as_of": as_of}) or 0)
+        result.append(Churn(as_of=as_of, days=days, buyers_before=before, churned=before - came_back))
+    return result
 
 
 # --- retention cohorts ------------------------------------------------------------------------------------------

@@ -18,6 +18,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, BigIntId
 
+# On SQLite the roll-ups are stored in their key's order (WITHOUT ROWID), so summing a range of days reads the
+# rows in place instead of looking each one up from the key's index: several times faster at a chain's size.
+_CLUSTERED = {"sqlite_with_rowid": False}
+
 ROLLUP_SETTLED = 0  # folded in: counted if committed, not counted if voided
 ROLLUP_NEW = 1  # written since the last refresh
 ROLLUP_VOIDED_COUNTED = 2  # a purchase voided after a refresh counted it: to be taken back out
@@ -40,6 +44,7 @@ class DailySales(Base):
     """Committed purchases per UTC day and location: their count, basket, discounts, amount paid and points."""
 
     __tablename__ = "daily_sales"
+    __table_args__ = _CLUSTERED
 
     program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), primary_key=True)
     day: Mapped[dt.date] = mapped_column(primary_key=True)
@@ -60,6 +65,7 @@ class DailyVisits(Base):
     (docs/analytics.md)."""
 
     __tablename__ = "daily_visits"
+    __table_args__ = _CLUSTERED
 
     program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), primary_key=True)
     day: Mapped[dt.date] = mapped_column(primary_key=True)
@@ -72,6 +78,7 @@ class MonthlyCohorts(Base):
     """Members of an enrollment month who made at least one committed purchase in a calendar month."""
 
     __tablename__ = "monthly_cohorts"
+    __table_args__ = _CLUSTERED
 
     program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), primary_key=True)
     cohort_month: Mapped[dt.date] = mapped_column(primary_key=True)
@@ -83,6 +90,7 @@ class DailyPoints(Base):
     """Ledger entries per UTC day and kind: points added (positive entries) and taken (negative ones)."""
 
     __tablename__ = "daily_points"
+    __table_args__ = _CLUSTERED
 
     program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), primary_key=True)
     day: Mapped[dt.date] = mapped_column(primary_key=True)
@@ -96,6 +104,7 @@ class DailyEnrollments(Base):
     """Members enrolled per UTC day, channel and location."""
 
     __tablename__ = "daily_enrollments"
+    __table_args__ = _CLUSTERED
 
     program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), primary_key=True)
     day: Mapped[dt.date] = mapped_column(primary_key=True)
@@ -108,6 +117,7 @@ class DailyReferrals(Base):
     """Members who enrolled with a referral code per UTC day of enrollment, and how far they have gone since."""
 
     __tablename__ = "daily_referrals"
+    __table_args__ = _CLUSTERED
 
     program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), primary_key=True)
     day: Mapped[dt.date] = mapped_column(primary_key=True)
@@ -121,6 +131,7 @@ class DailyCouponUses(Base):
     """Uses of a coupon by committed purchases per UTC day: the discount it gave and what those purchases were."""
 
     __tablename__ = "daily_coupon_uses"
+    __table_args__ = _CLUSTERED
 
     program_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("programs.id"), primary_key=True)
     day: Mapped[dt.date] = mapped_column(primary_key=True)

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("members", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_daily_enrollments_program_id_programs")),
         sa.PrimaryKeyConstraint("program_id", "day", "channel", "location_key", name=op.f("pk_daily_enrollments")),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "daily_points",
@@ -44,6 +45,7 @@ def upgrade() -> None:
         sa.Column("entries", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_daily_points_program_id_programs")),
         sa.PrimaryKeyConstraint("program_id", "day", "kind", name=op.f("pk_daily_points")),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "daily_sales",
@@ -58,6 +60,7 @@ def upgrade() -> None:
         sa.Column("points_redeemed", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_daily_sales_program_id_programs")),
         sa.PrimaryKeyConstraint("program_id", "day", "location_key", name=op.f("pk_daily_sales")),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "daily_visits",
@@ -68,6 +71,7 @@ def upgrade() -> None:
         sa.Column("purchases", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_daily_visits_program_id_programs")),
         sa.PrimaryKeyConstraint("program_id", "day", "prev_day", "nth", name=op.f("pk_daily_visits")),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "monthly_cohorts",
@@ -77,6 +81,7 @@ def upgrade() -> None:
         sa.Column("members", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_monthly_cohorts_program_id_programs")),
         sa.PrimaryKeyConstraint("program_id", "cohort_month", "activity_month", name=op.f("pk_monthly_cohorts")),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "daily_coupon_uses",
@@ -90,6 +95,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["coupon_id"], ["coupons.id"], name=op.f("fk_daily_coupon_uses_coupon_id_coupons")),
         sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_daily_coupon_uses_program_id_programs")),
         sa.PrimaryKeyConstraint("program_id", "day", "coupon_id", name=op.f("pk_daily_coupon_uses")),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("cards", schema=None) as batch_op:
         batch_op.create_index("ix_cards_program_tier", ["program_id", "tier"], unique=False)
@@ -111,6 +117,7 @@ def upgrade() -> None:
         sa.Column("rewarded", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_daily_referrals_program_id_programs")),
         sa.PrimaryKeyConstraint("program_id", "day", name=op.f("pk_daily_referrals")),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("referrals", schema=None) as batch_op:
         batch_op.add_column(sa.Column("rollup_state", sa.SmallInteger(), server_default=sa.text("1"), nullable=False))
@@ -125,6 +132,7 @@ def upgrade() -> None:
         )
 
     with op.batch_alter_table("customers", schema=None) as batch_op:
+        batch_op.create_index("ix_customers_program_newest", ["program_id", "created_at", "id"], unique=False)
         batch_op.add_column(sa.Column("rollup_state", sa.SmallInteger(), server_default=sa.text("1"), nullable=False))
         batch_op.create_index(
             "ix_customers_rollup_pending",
@@ -173,6 +181,7 @@ def downgrade() -> None:
         batch_op.drop_column("rollup_state")
 
     with op.batch_alter_table("customers", schema=None) as batch_op:
+        batch_op.drop_index("ix_customers_program_newest")
         batch_op.drop_index(
             "ix_customers_rollup_pending",
             sqlite_where=sa.text("rollup_state <> 0"),
