@@ -522,13 +522,16 @@ def segment_counts(session: Session, program: Program, settings: SegmentSettings
     lapsed = enrolled_by_cutoff - came_back
     seen_after = dt.datetime.combine(cutoff + dt.timedelta(days=1), dt.time(0), tzinfo=dt.UTC)
     new_from = dt.datetime.combine(new_after + dt.timedelta(days=1), dt.time(0), tzinfo=dt.UTC)
-    not_lapsed = or_(Card.last_purchase_at >= seen_after,
-                     and_(Card.last_purchase_at.is_(None), Customer.created_at >= seen_after))
     vip = vip_new = 0
     if settings.vip_tiers:
+        # The VIP cards come from the tier index; each one's enrollment is looked up by key (a join would make
+        # PostgreSQL hash all the program's members).
+        enrolled_at = select(Customer.created_at).where(Customer.id == Card.customer_id).scalar_subquery()
+        not_lapsed = or_(Card.last_purchase_at >= seen_after,
+                         and_(Card.last_purchase_at.is_(None), enrolled_at >= seen_after))
         vip_row = session.execute(
-            select(func.count(), func.coalesce(func.sum(case((Customer.created_at >= new_from, 1), else_=0)), 0))
-            .select_from(Card).join(Customer, Customer.id == Card.customer_id)
+            select(func.count(), func.coalesce(func.sum(case((enrolled_at >= new_from, 1), else_=0)), 0))
+            .select_from(Card)
             .where(Card.program_id == program.id, Card.tier.in_(settings.vip_tiers), not_lapsed)
         ).one()
         vip, vip_new = int(vip_row[0]), int(vip_row[1])

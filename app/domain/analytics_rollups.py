@@ -32,6 +32,9 @@ from sqlalchemy.orm import Session
 
 from app.models import ROLLUP_NEW, ROLLUP_SETTLED, ROLLUP_VOIDED_COUNTED, ROLLUP_VOIDED_NEW
 
+# "+c.program_id" below is the program filter written so that it cannot drive the query: both engines then start
+# from the few unsettled rows (a partial index) and look each card up by key, instead of walking the program's
+# million cards (SQLite's documented way to keep a term from choosing the index; a no-op on PostgreSQL).
 ROLLUP_TABLES = (
     "daily_sales", "daily_visits", "monthly_cohorts", "daily_points", "daily_enrollments", "daily_coupon_uses",
     "daily_referrals",
@@ -84,7 +87,7 @@ def has_pending(session: Session, program_id: int) -> bool:
         "SELECT EXISTS (SELECT 1 FROM purchases WHERE program_id = :p AND rollup_state <> 0)"
         " OR EXISTS (SELECT 1 FROM customers WHERE program_id = :p AND rollup_state <> 0)"
         " OR EXISTS (SELECT 1 FROM ledger_entries l JOIN cards c ON c.id = l.card_id"
-        "            WHERE l.rollup_state <> 0 AND c.program_id = :p)"
+        "            WHERE l.rollup_state <> 0 AND +c.program_id = :p)"
     ), {"p": program_id}).scalar()
     return bool(row)
 
@@ -106,7 +109,9 @@ def refresh_rollups(session: Session, program_id: int, now: dt.datetime) -> bool
         _fold_visits(session, sql, program_id, f"p.card_id IN ({dirty_cards}) AND {counted}", sign)
     _fold_points(session, sql, program_id, unsettled_only=True)
     _fold_enrollments(session, sql, program_id, "m.rollup_state <> 0")
-    _fold_referrals(session, sql, program_id, f"r.rollup_state <> 0 OR r.referee_card_id IN ({dirty_cards})")
+    _fold_referrals(session, sql, program_id,
+                    "SELECT n.id FROM referrals n WHERE n.rollup_state <> 0"
+                    f" UNION SELECT d.id FROM referrals d WHERE d.referee_card_id IN ({dirty_cards})")
     _settle(session, program_id)
     return True
 
@@ -129,7 +134,7 @@ def rebuild_rollups(session: Session, program_id: int, now: dt.datetime | None =
         "UPDATE referrals SET rollup_purchased = false, rollup_rewarded = false, rollup_state = 1"
         " WHERE referee_card_id IN (SELECT c.id FROM cards c WHERE c.program_id = :p)"
     ), {"p": program_id})
-    _fold_referrals(session, sql, program_id, "1 = 1")
+    _fold_referrals(session, sql, program_id, "SELECT a.id FROM referrals a")
     _settle(session, program_id)
 
 
@@ -214,12 +219,13 @@ def _fold_points(session: Session, sql: _Sql, program_id: int, *, unsettled_only
     day = sql.day("l.created_at")
     if unsettled_only:
         source = (
-            f"SELECT {day} AS day, l.kind, l.points, 1 AS sign FROM ledger_entries l JOIN cards c ON c.id = l.card_id"
-            " WHERE c.program_id = :p AND l.kind <> 'void' AND l.rollup_state <> 0"
+            # CROSS JOIN: SQLite then starts from the unsettled entries (PostgreSQL plans it as an inner join).
+            f"SELECT {day} AS day, l.kind, l.points, 1 AS sign FROM ledger_entries l CROSS JOIN cards c"
+            " WHERE c.id = l.card_id AND +c.program_id = :p AND l.kind <> 'void' AND l.rollup_state <> 0"
             f" UNION ALL SELECT {day} AS day, l.kind, l.points, -1 AS sign"
             " FROM ledger_entries v JOIN ledger_entries l ON l.purchase_id = v.purchase_id AND l.card_id = v.card_id"
             " JOIN cards c ON c.id = l.card_id"
-            " WHERE v.rollup_state <> 0 AND v.kind = 'void' AND c.program_id = :p AND l.kind <> 'void'"
+            " WHERE v.rollup_state <> 0 AND v.kind = 'void' AND +c.program_id = :p AND l.kind <> 'void'"
         )
     else:
         source = (
@@ -253,7 +259,7 @@ def _fold_referrals(session: Session, sql: _Sql, program_id: int, which: str) ->
     paid the bonuses since it was last counted; then remember what is counted now."""
     bought = "CASE WHEN c.purchase_count > 0 THEN 1 ELSE 0 END"
     rewarded = "CASE WHEN r.bonus_purchase_id IS NOT NULL THEN 1 ELSE 0 END"
-    chosen = f"FROM referrals r JOIN cards c ON c.id = r.referee_card_id WHERE c.program_id = :p AND ({which})"
+    chosen = f"FROM referrals r JOIN cards c ON c.id = r.referee_card_id WHERE +c.program_id = :p AND r.id IN ({which})"
     session.execute(text(
         "INSERT INTO daily_referrals (program_id, day, referred, self_referrals, purchased, rewarded)"
         " SELECT :p, day, SUM(referred), SUM(self_referral), SUM(purchased), SUM(rewarded) FROM ("
@@ -283,5 +289,5 @@ def _settle(session: Session, program_id: int) -> None:
                     {"p": program_id})
     session.execute(text(
         f"UPDATE ledger_entries SET rollup_state = 0 WHERE {unsettled}"
-        " AND card_id IN (SELECT c.id FROM cards c WHERE c.program_id = :p)"
+        " AND EXISTS (SELECT 1 FROM cards c WHERE c.id = ledger_entries.card_id AND c.program_id = :p)"
     ), {"p": program_id})

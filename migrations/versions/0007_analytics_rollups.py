@@ -153,6 +153,8 @@ def upgrade() -> None:
         )
 
     with op.batch_alter_table("purchases", schema=None) as batch_op:
+        batch_op.drop_index("ix_purchases_card_id")
+        batch_op.create_index("ix_purchases_card_history", ["card_id", "created_at", "status"], unique=False)
         batch_op.add_column(sa.Column("rollup_state", sa.SmallInteger(), server_default=sa.text("1"), nullable=False))
         batch_op.create_index(
             "ix_purchases_rollup_pending",
@@ -171,6 +173,8 @@ def downgrade() -> None:
             postgresql_where=sa.text("rollup_state <> 0"),
         )
         batch_op.drop_column("rollup_state")
+        batch_op.drop_index("ix_purchases_card_history")
+        batch_op.create_index("ix_purchases_card_id", ["card_id"], unique=False)
 
     with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
         batch_op.drop_index(
