@@ -6,7 +6,7 @@ Each command opens the app's session, calls one domain function, commits, and pr
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +17,7 @@ from flask.cli import AppGroup, with_appcontext
 
 from app.db import get_session
 from app.domain.cards import card_code, check_ledger, find_card_by_serial, reissue_card, revoke_card
-from app.domain.errors import DomainError
+from app.domain.errors import DomainError, ValidationError
 from app.domain.money import supported_currencies
 from app.domain.programs import (
     STAFF_ROLES,
@@ -50,6 +50,29 @@ def domain_command(func: F) -> F:
             raise click.ClickException(error.detail) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def options_command(option_of: Mapping[str, str], nothing_done: str) -> Callable[[F], F]:
+    """Like `domain_command`, for commands whose options fill a form: a refusal that names several fields becomes
+    `nothing_done` and one line per bad option (`option_of` names a field's option; else --the-field-name)."""
+
+    def decorate(func: F) -> F:
+        @wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except DomainError as error:
+                get_session().rollback()
+                errors: dict[str, str] = error.extra.get("errors", {}) if isinstance(error, ValidationError) else {}
+                if not errors:
+                    raise click.ClickException(error.detail) from None
+                lines = [f"{option_of.get(field, '--' + field.replace('_', '-'))}: {message}"
+                         for field, message in errors.items()]
+                raise click.ClickException("\n  ".join([nothing_done, *lines])) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 db_cli = AppGroup("db", help="Database schema.")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import wraps
 from typing import IO, Any, TypeVar
 
 import click
 from flask.cli import AppGroup, with_appcontext
 
+from app.cli import options_command
 from app.db import get_session
 from app.domain.coupons import (
     MAX_BATCH,
@@ -35,7 +35,6 @@ from app.domain.coupons import (
     set_batch_active,
     set_coupon_active,
 )
-from app.domain.errors import DomainError, ValidationError
 from app.domain.money import format_amount
 from app.domain.programs import get_program
 from app.models import Program, utcnow
@@ -55,23 +54,8 @@ OPTION_OF = {
 }
 
 
-def form_command(func: F) -> F:
-    """A domain refusal becomes a one-line error (one line per bad option) and exit status 1, nothing saved."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except DomainError as error:
-            get_session().rollback()
-            errors: dict[str, str] = error.extra.get("errors", {}) if isinstance(error, ValidationError) else {}
-            if not errors:
-                raise click.ClickException(error.detail) from None
-            lines = [f"{OPTION_OF.get(field, '--' + field.replace('_', '-'))}: {message}"
-                     for field, message in errors.items()]
-            raise click.ClickException("Nothing was saved.\n  " + "\n  ".join(lines)) from None
-
-    return wrapper  # type: ignore[return-value]
+# A domain refusal becomes a one-line error (one line per bad option) and exit status 1, nothing saved.
+form_command = options_command(OPTION_OF, "Nothing was saved.")
 
 
 def _program(slug: str) -> Program:

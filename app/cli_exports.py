@@ -13,15 +13,14 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import wraps
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
 from flask.cli import AppGroup, with_appcontext
 
+from app.cli import options_command
 from app.db import begin_reading, get_session
-from app.domain.errors import DomainError, ValidationError
 from app.domain.exports import count_rows, export_csv, parse_date_range
 from app.domain.programs import get_program
 
@@ -34,24 +33,9 @@ _OPTION_OF = {"from": "--from", "to": "--to"}
 _ROWS_OF = {"members": "members", "purchases": "purchases", "ledger": "ledger entries"}
 
 
-def export_command(func: F) -> F:
-    """A refusal (an unknown program, a bad day, a file that cannot be written) becomes a one-line error and exit
-    status 1, with no traceback."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except DomainError as error:
-            get_session().rollback()
-            errors: dict[str, str] = error.extra.get("errors", {}) if isinstance(error, ValidationError) else {}
-            if not errors:
-                raise click.ClickException(error.detail) from None
-            raise click.ClickException("\n  ".join(
-                ["Nothing was exported."] + [f"{_OPTION_OF.get(name, name)}: {message}"
-                                             for name, message in errors.items()])) from None
-
-    return wrapper  # type: ignore[return-value]
+# A refusal (an unknown program, a bad day, a file that cannot be written) becomes a one-line error and exit
+# status 1, with no traceback.
+export_command = options_command(_OPTION_OF, "Nothing was exported.")
 
 
 _PROGRAM_OPTION = click.option("--program", "program_slug", required=True, help="The program's slug.")

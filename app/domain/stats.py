@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.domain.analytics import EPOCH_RANGE_START, DateRange, enrollments
+from app.domain.analytics import EPOCH_RANGE_START, DateRange, bucket_start, enrollments
 from app.models import Program
 
 PERIODS = ("day", "week", "month")
@@ -16,14 +16,7 @@ PERIODS = ("day", "week", "month")
 
 def period_start(moment: dt.datetime | dt.date, period: str) -> dt.date:
     """The first day of the day, ISO week (Monday) or month that holds the moment."""
-    day = moment.date() if isinstance(moment, dt.datetime) else moment
-    if period == "day":
-        return day
-    if period == "week":
-        return day - dt.timedelta(days=day.weekday())
-    if period == "month":
-        return day.replace(day=1)
-    raise ValueError(f"unknown period {period!r}")
+    return bucket_start(moment.date() if isinstance(moment, dt.datetime) else moment, period)
 
 
 def enrollment_counts(session: Session, program: Program, period: str, today: dt.date) -> dict[str, Any]:
