@@ -12,7 +12,7 @@ HTTPS_PORT   ?= 5443
 HTTPS_CERT   := instance/dev-https-cert.pem
 HTTPS_KEY    := instance/dev-https-key.pem
 
-.PHONY: run run-https test install lint bench bench-passes clean
+.PHONY: run run-https test install lint bench bench-passes bench-analytics clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,11 @@ bench: install
 ## Build Apple passes: our builder against bare PKCS#7 signing and against the npm package passkit-generator
 bench-passes: install
 	$(BIN)/python -m bench passes
+
+## The dashboard and the stats API at 1,000,000 members and 10,000,000 purchases, on SQLite and PostgreSQL
+## (BENCH_ARGS="--db-dir DIR" keeps the SQLite database for the next run; docs/performance.md)
+bench-analytics: install
+	$(BIN)/python -m bench analytics $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache node_modules $(VENDOR)

@@ -3,7 +3,8 @@
 For trying the analytics at the size of a real chain (docs/performance.md, "Analytics at scale"); what the data
 looks like is described in app/synthetic.py. The whole load is one transaction: a run that fails or is
 interrupted leaves nothing behind. Afterwards the tables it filled are analysed (on PostgreSQL vacuumed too), so
-the first dashboard after it is planned on fresh statistics.
+the first dashboard after it is planned on fresh statistics, and SQLite's write-ahead log, which held the whole
+load until the commit, is emptied.
 """
 
 from __future__ import annotations
@@ -17,12 +18,20 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy.orm import Session
 
-from app.bulk_load import analyze, sqlite_load_settings
+from app.bulk_load import analyze, sqlite_load_settings, truncate_wal
 from app.db import get_db, get_session
 from app.domain.errors import DomainError
 from app.keys import get_keys
 from app.models import utcnow
-from app.synthetic import LOADED_TABLES, PhaseTiming, SynthOptions, SynthReport, check_options, synthesize
+from app.synthetic import (
+    LOADED_TABLES,
+    PhaseTiming,
+    Progress,
+    SynthOptions,
+    SynthReport,
+    check_options,
+    synthesize,
+)
 
 
 @contextmanager
@@ -53,19 +62,21 @@ def synth_command(members: int | None, purchases: int, program_slug: str | None,
                            program_slug=program_slug)
     try:
         check_options(options)
-        report = _load(options)
+        report = load_synthetic(options, progress_bar)
     except DomainError as error:
         raise click.ClickException(error.detail) from None
     click.echo(summary(report))
 
 
-def _load(options: SynthOptions) -> SynthReport:
+def load_synthetic(options: SynthOptions, progress: Progress) -> SynthReport:
+    """The whole load in the app's database, as `synth` runs it: one transaction with SQLite's load-time
+    settings, then ANALYZE (VACUUM ANALYZE on PostgreSQL). Needs an app context."""
     database = get_db()
     if database.pinned_session is not None:
         # Tests: everything happens in the pinned session's outer transaction, which they roll back.
         session = get_session()
         try:
-            report = synthesize(session, get_keys(), options, now=utcnow(), progress=progress_bar)
+            report = synthesize(session, get_keys(), options, now=utcnow(), progress=progress)
         except DomainError:
             session.rollback()
             raise
@@ -77,17 +88,21 @@ def _load(options: SynthOptions) -> SynthReport:
     with database.engine.connect() as connection, sqlite_load_settings(connection):
         session = Session(bind=connection, expire_on_commit=False)
         try:
-            report = synthesize(session, get_keys(), options, now=utcnow(), progress=progress_bar)
-            session.commit()
+            report = synthesize(session, get_keys(), options, now=utcnow(), progress=progress)
+            started = time.perf_counter()
+            session.commit()  # on SQLite this also copies the load from the WAL into the database
+            report.phases.append(PhaseTiming("commit", report.members + report.purchases,
+                                             time.perf_counter() - started))
         finally:
             session.close()
     started = time.perf_counter()
-    with progress_bar("analyze", 1) as advance, database.engine.connect() as connection:
+    with progress("analyze", 1) as advance, database.engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             analyze(connection.execution_options(isolation_level="AUTOCOMMIT"), LOADED_TABLES, vacuum=True)
         else:
             analyze(connection, LOADED_TABLES, vacuum=False)
             connection.commit()
+            truncate_wal(connection)
         advance(1)
     report.phases.append(PhaseTiming("analyze", len(LOADED_TABLES), time.perf_counter() - started))
     return report
@@ -121,4 +136,4 @@ def summary(report: SynthReport) -> str:
 
 GROUPS = (synth_command,)
 
-__all__ = ["GROUPS", "synth_command"]
+__all__ = ["GROUPS", "load_synthetic", "summary", "synth_command"]

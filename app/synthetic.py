@@ -9,19 +9,21 @@ the weekend, through the web form, a till, the API or a friend's referral link; 
 buy on the day they join at a till. What they buy is skewed as in real shops: some never come, many come once,
 and a long tail of regulars comes every week for a while and then, for about half of them, stops. Baskets are
 log-normal around a typical basket; Silver and Gold members get their tier discount; a few purchases use a
-coupon, about 3% redeem points, about 0.3% are voided a minute later. Referred members pay both referral
-bonuses on their first purchase.
+coupon, about 3% redeem points, about 0.3% are voided a minute later. A referred member's first purchase pays
+both referral bonuses.
 
 Every row is one the app could have written: purchases are priced by the program's own rules (the common
 purchase by the integer arithmetic of app/domain/rules.py, written out here for speed; one with a coupon or a
 referral by `mechanics.quote` itself), with the lines, effects and ledger entries `commit_purchase` writes, and
 the cards end with the balance, spend, tier, purchase count and dates their purchases give (so `ledger check`
 is clean). Serials, page tokens and referral codes have the app's formats and come from os.urandom, as real
-ones from `secrets` do; everything else follows `seed`, so two runs with one seed make the same shop.
+ones from `secrets` do; everything else follows `seed` and the moment of the run, so one seed makes the same
+shop whenever the window (the last `days` days up to now) is the same.
 
 How it stays fast: purchases are simulated in time order (a heap holds each member's next visit), so ids
-follow time as in a real database, and written in chunks of plain tuples through app/bulk_load.py (COPY on
-PostgreSQL, executemany on SQLite, on a writer thread). Every row is written settled for the roll-ups, which
+follow time as in a real database. A large run simulates in a process of its own, which hands chunks of plain
+tuples through a pipe to this one, which writes them through app/bulk_load.py (COPY on PostgreSQL, executemany
+on SQLite): making rows and writing them each get a CPU. Every row is written settled for the roll-ups, which
 `rebuild_rollups` then computes once from all of them. Memory holds a few numbers per member, never the
 purchases: a chunk is written and dropped.
 
@@ -58,7 +60,7 @@ from sqlalchemy.pool import NullPool
 
 from app.bulk_load import IdReserver, RowWriter, check_references, skip_row_reference_checks, timestamp_text
 from app.domain import mechanics
-from app.domain.analytics_rollups import rebuild_rollups
+from app.domain.analytics_rollups import ROLLUP_TABLES, rebuild_rollups
 from app.domain.enrollment import CONSENT_WORDING_VERSION
 from app.domain.errors import ValidationError
 from app.domain.mechanics_facts import Receipt, effects_to_json, engine_coupon, program_mechanics
@@ -455,8 +457,7 @@ CARD_STATE_COLUMNS = ("id", "points", "lifetime_spend", "tier", "purchase_count"
 # The tables whose rows others point at: written with their ids, reserved first (app/bulk_load.py IdReserver).
 ID_TABLES = ("customers", "cards", "purchases")
 # The tables a run writes, for ANALYZE afterwards.
-LOADED_TABLES = ("customers", "cards", "ledger_entries", "purchases", "coupon_uses", "referrals", "daily_sales",
-                 "daily_visits", "monthly_cohorts", "daily_points", "daily_enrollments", "daily_coupon_uses")
+LOADED_TABLES = ("customers", "cards", "ledger_entries", "purchases", "coupon_uses", "referrals", *ROLLUP_TABLES)
 # The tables whose rows point at others, checked after the load when PostgreSQL's per-row checks were skipped.
 REFERENCE_CHECKED = ("customers", "cards", "ledger_entries", "purchases", "coupon_uses", "referrals")
 # Below this many rows the simulation runs in this process; above, in a process of its own, so that making the

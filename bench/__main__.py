@@ -197,6 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.passes import main as passes_main
 
         return passes_main(arguments[1:])
+    if arguments[:1] == ["analytics"]:
+        from bench.analytics import main as analytics_main
+
+        return analytics_main(arguments[1:])
     args = parse_args(argv)
     # A SIGTERM (from `timeout`, CI) unwinds like Ctrl-C, so every server is stopped on the way out.
     signal.signal(signal.SIGTERM, _raise_interrupt)
