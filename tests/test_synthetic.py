@@ -21,9 +21,11 @@ import nacl.signing
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
-from sqlalchemy import and_, distinct, func, select
+from sqlalchemy import and_, distinct, func, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.bulk_load import DanglingReference, check_references, skip_row_reference_checks
 from app.domain import mechanics
 from app.domain.cards import card_code, verify_card_code
 from app.domain.mechanics_facts import Receipt, effects_to_json, engine_coupon, program_mechanics
@@ -34,6 +36,7 @@ from app.domain.segments import program_segment_settings
 from app.keys import get_keys
 from app.models import (
     ApiKey,
+    Base,
     Card,
     Coupon,
     CouponUse,
@@ -46,7 +49,7 @@ from app.models import (
     Staff,
     utcnow,
 )
-from app.synthetic import SynthOptions, synthesize
+from app.synthetic import REFERENCE_CHECKED, SynthOptions, synthesize
 from tests.test_card_code import decode_code, doc_message, jwk_public_key, kid_of, published_key
 
 MEMBERS, PURCHASES = 300, 3_000
@@ -473,6 +476,20 @@ def test_the_simulation_in_its_own_process_makes_the_same_kind_of_data(
     assert count(db_session, Card, Card.program_id == report.program_id, Card.purchase_count > 0) > 20
     check = runner.invoke(args=["ledger", "check"])
     assert check.exit_code == 0, check.output
+
+
+def test_a_dangling_reference_is_caught_after_a_load(db_session: Session) -> None:
+    """PostgreSQL loads skip the per-row foreign-key triggers when they may, and check every key afterwards; SQLite
+    checks each row as it goes in. Either way a row that points at nothing does not get through."""
+    connection = db_session.connection()
+    orphan = insert(LedgerEntry.__table__).values(card_id=2**40, kind="adjust", points=1, note="", created_at=utcnow())
+    if not skip_row_reference_checks(connection):
+        with pytest.raises(IntegrityError, match="(?i)foreign key"):
+            connection.execute(orphan)
+        return
+    connection.execute(orphan)
+    with pytest.raises(DanglingReference, match=r"ledger_entries\.card_id = 1099511627776 names no cards row"):
+        check_references(connection, [Base.metadata.tables[name] for name in REFERENCE_CHECKED])
 
 
 def test_synth_has_help(runner: FlaskCliRunner) -> None:
