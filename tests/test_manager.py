@@ -20,14 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.charts import label_step, nice_scale, stacked_bar_chart
 from app.domain.analytics import bucket_start
-from app.domain.dashboard import (
-    OTHER_LOCATIONS,
-    DailyEnrollments,
-    display_money,
-    location_order,
-    stack_by,
-    window,
-)
+from app.domain.dashboard import OTHER_LOCATIONS, StackedSeries, display_money, fold_small_series
 from app.domain.enrollment import EnrollmentRequest, enroll_customer
 from app.domain.errors import ValidationError
 from app.domain.programs import create_location
@@ -516,27 +509,26 @@ def test_label_step(days: int, step: int) -> None:
 D = dt.date(2026, 3, 10)
 
 
-def test_window_ends_today_oldest_first() -> None:
-    assert window(D, 3) == (dt.date(2026, 3, 8), dt.date(2026, 3, 9), D)
-    assert len(window(D, 90)) == 90
+def test_a_stacked_series_counts_by_day_and_series() -> None:
+    series = StackedSeries(days=(D - dt.timedelta(days=1), D), series=("web", "till", "api", "referral"),
+                           counts={(D, "web"): 2, (D, "api"): 1})
+    assert series.day_total(D) == 3 and series.series_total("till") == 0 and series.total == 3
+    assert series.count(D - dt.timedelta(days=1), "web") == 0
 
 
-def test_stack_by_leaves_out_days_outside_the_window_and_folds_small_locations() -> None:
-    rows = [DailyEnrollments(D, "web", "Online", 2), DailyEnrollments(D, "api", "Shop 1", 1),
-            DailyEnrollments(D - dt.timedelta(days=5), "api", "Shop 2", 4)]
-    by_channel = stack_by(rows, window(D, 2), "channel", ("web", "till", "api", "referral"))
-    assert dict(by_channel.counts) == {(D, "web"): 2, (D, "api"): 1}
-    assert by_channel.day_total(D) == 3 and by_channel.series_total("till") == 0
-    many = [DailyEnrollments(D, "till", f"Shop {i}", 10 - i) for i in range(9)]
-    order = location_order(many)
-    assert order == ("Shop 0", "Shop 1", "Shop 2", "Shop 3", "Shop 4", "Shop 5", OTHER_LOCATIONS)
-    folded = stack_by(many, window(D, 1), "location", order)
+def test_small_locations_are_folded_into_one_series() -> None:
+    shops = tuple(f"Shop {i}" for i in range(9))  # largest first
+    many = StackedSeries(days=(D,), series=shops, counts={(D, f"Shop {i}"): 10 - i for i in range(9)})
+    folded = fold_small_series(many, shops)
+    assert folded.series == ("Shop 0", "Shop 1", "Shop 2", "Shop 3", "Shop 4", "Shop 5", OTHER_LOCATIONS)
     assert folded.count(D, OTHER_LOCATIONS) == 4 + 3 + 2 and folded.total == sum(10 - i for i in range(9))
+    few = StackedSeries(days=(D,), series=shops[:3], counts={(D, "Shop 0"): 1})
+    assert fold_small_series(few, shops[:3]) is few
 
 
 def test_chart_bars_are_proportional_and_labelled() -> None:
-    data = stack_by([DailyEnrollments(D, "web", "Online", 3), DailyEnrollments(D, "till", "Shop", 1)],
-                    window(D, 2), "channel", ("web", "till"))
+    data = StackedSeries(days=(D - dt.timedelta(days=1), D), series=("web", "till"),
+                         counts={(D, "web"): 3, (D, "till"): 1})
     svg = str(stacked_bar_chart(data, chart_id="c", title='Enrollments "now"', dimension="channel",
                                 labels={"web": "Web form"}))
     heights = {name: float(h) for h, name in re.findall(r'height="([\d.]+)" [^>]*data-channel="(\w+)"', svg)}

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, text
 from sqlalchemy.orm import Session
 
+from app.domain.dashboard import ONLINE
 from app.domain.errors import ValidationError
 from app.domain.rules import rules_from_json
 from app.domain.segments import SEGMENTS, SegmentFacts, SegmentSettings, segment_of
@@ -29,7 +30,6 @@ MAX_RANGE_DAYS = 366 * 10
 DAILY_UP_TO, WEEKLY_UP_TO = 62, 26 * 7
 COHORT_MONTHS = 12  # months after enrollment shown for each cohort
 CHURN_POINTS = 12  # month ends shown in the churn trend
-ONLINE = "Online"  # the "location" of enrollments at no till: the web form and referral links
 CHANNEL_ORDER = ("web", "till", "api", "referral")
 
 
@@ -561,8 +561,3 @@ def _revoked_members_segments(session: Session, program: Program, settings: Segm
 def _params(program: Program, rng: DateRange) -> dict[str, Any]:
     return {"p": program.id, "start": rng.start, "end": rng.end}
 
-
-def _instants(rng: DateRange) -> tuple[dt.datetime, dt.datetime]:
-    """The range as [start 00:00 UTC, the day after the end 00:00 UTC)."""
-    start = dt.datetime.combine(rng.start, dt.time(0), tzinfo=dt.UTC)
-    return start, dt.datetime.combine(rng.end + dt.timedelta(days=1), dt.time(0), tzinfo=dt.UTC)

@@ -22,7 +22,6 @@ from app.models import Program
 
 GLANCE_DAYS = 30
 
-CHANNEL_LABELS = {"web": "Web form", "till": "Till", "api": "API", "referral": "Referral"}
 SEGMENT_LABELS = {"new": "New", "active": "Active", "lapsed": "Lapsed", "vip": "VIP"}
 
 

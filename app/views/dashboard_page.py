@@ -18,8 +18,8 @@ from markupsafe import Markup
 
 from app.charts import stacked_bar_chart
 from app.domain import analytics as a
-from app.domain.analytics_report import CHANNEL_LABELS, SEGMENT_LABELS, Report
-from app.domain.dashboard import StackedSeries, display_money
+from app.domain.analytics_report import SEGMENT_LABELS, Report
+from app.domain.dashboard import CHANNEL_LABELS, StackedSeries, display_money, fold_small_series
 from app.domain.exports import safe_cell
 
 PRESETS = (("Last 30 days", 30), ("Last 90 days", 90), ("Last 12 months", 365))
@@ -63,7 +63,8 @@ def charts(report: Report) -> dict[str, Markup]:
             chart_id="enrollments-channel", dimension="channel", labels=CHANNEL_LABELS, bucket=bucket,
             title=f"Enrollments per {bucket}, by channel"),
         "location": stacked_bar_chart(
-            _series(enrollments.starts, enrollments.locations, enrollments.by_location),
+            fold_small_series(_series(enrollments.starts, enrollments.locations, enrollments.by_location),
+                              enrollments.locations),
             chart_id="enrollments-location", dimension="location", bucket=bucket,
             title=f"Enrollments per {bucket}, by location"),
     }
